@@ -1,0 +1,244 @@
+"""Typed engine settings: the seed's `config.yaml` schema, validated.
+
+Operators write one TOML file; its `[generation]` table and the seed's YAML both
+land in `GenerationSettings`, so the engine has a single source of truth. Every
+model is strict (unknown keys are errors) and frozen (a pipeline cannot be
+re-configured behind its buffers' back). Validation errors are re-raised as
+`ConfigError` with the dotted key path, e.g. ``vram.hard_limit_gb: ...``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from generation.errors import ConfigError
+from generation.validation import describe_validation_error
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceSettings(_Strict):
+    name: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'; auto picks cuda:0 when present")
+    allow_tf32: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not _DEVICE_RE.match(v):
+            raise ValueError(f"unknown device {v!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return v
+
+
+class VRAMSettings(_Strict):
+    soft_limit_gb: float = Field(11.0, gt=0, le=1024)
+    hard_limit_gb: float = Field(11.5, gt=0, le=1024)
+
+    @model_validator(mode="after")
+    def _soft_below_hard(self) -> VRAMSettings:
+        if self.soft_limit_gb > self.hard_limit_gb:
+            raise ValueError(
+                f"soft_limit_gb ({self.soft_limit_gb}) must not exceed hard_limit_gb ({self.hard_limit_gb})"
+            )
+        return self
+
+
+class PrecisionSettings(_Strict):
+    flux: Literal["nf4", "bf16", "fp16", "fp32"] = "nf4"
+    liveportrait: Literal["fp16", "bf16", "fp32"] = "fp16"
+    kokoro: Literal["fp32", "fp16"] = "fp32"
+    clip_b: Literal["int8", "fp16", "fp32"] = "int8"
+    clip_l: Literal["int8", "fp16", "fp32"] = "int8"
+
+
+class BudgetSettings(_Strict):
+    """Per-model VRAM budgets (GB) from the seed's layout table; reported, and named in OOM errors."""
+
+    flux: float = Field(6.0, gt=0)
+    liveportrait: float = Field(3.5, gt=0)
+    kokoro: float = Field(0.4, gt=0)
+    clip_b: float = Field(0.3, gt=0)
+    clip_l: float = Field(0.6, gt=0)
+    overhead: float = Field(1.0, ge=0)
+
+
+class ModelsSettings(_Strict):
+    source: Literal["auto", "full", "tiny"] = Field(
+        "auto", description="full: real weights from weights_dir; tiny: seeded toy sizes; auto: tiny on CPU"
+    )
+    weights_dir: Path | None = None
+    tiny_seed: int = Field(0, ge=0, lt=2**63)
+    cache_dir: Path | None = Field(None, description="where tiny weights are materialised; default ~/.cache")
+    precision: PrecisionSettings = PrecisionSettings()
+    budgets_gb: BudgetSettings = BudgetSettings()
+
+
+def _frame_side(v: int) -> int:
+    if v % 16:
+        raise ValueError(f"{v} is not a multiple of 16 (the image models work on 16-pixel patches)")
+    return v
+
+
+class ActorBufferSettings(_Strict):
+    height: int = Field(512, ge=16, le=2048)
+    width: int = Field(512, ge=16, le=2048)
+    channels: Literal[3] = 3
+
+    @field_validator("height", "width")
+    @classmethod
+    def _patch_multiple(cls, v: int) -> int:
+        return _frame_side(v)
+
+
+class VideoBufferSettings(_Strict):
+    frames: int = Field(1080, ge=1, le=4 * 1080)
+    height: int = Field(512, ge=16, le=2048)
+    width: int = Field(512, ge=16, le=2048)
+    channels: Literal[3] = 3
+    fps: int = Field(24, ge=1, le=120)
+
+    @field_validator("height", "width")
+    @classmethod
+    def _patch_multiple(cls, v: int) -> int:
+        return _frame_side(v)
+
+
+class AudioBufferSettings(_Strict):
+    sample_rate: int = Field(24000, ge=8000, le=96000)
+    duration_sec: float = Field(45.0, gt=0, le=600)
+
+
+class BufferSettings(_Strict):
+    actor: ActorBufferSettings = ActorBufferSettings()
+    video: VideoBufferSettings = VideoBufferSettings()
+    audio: AudioBufferSettings = AudioBufferSettings()
+
+
+class PipelineSettings(_Strict):
+    generation_timeout_sec: float = Field(20.0, gt=0, le=3600)
+    parallel_audio_actor: bool = True
+
+
+class FluxSettings(_Strict):
+    num_inference_steps: int = Field(4, ge=1, le=100)
+    guidance_scale: float = Field(0.0, ge=0, le=30)
+    max_sequence_length: int = Field(256, ge=8, le=512)
+    true_cfg_scale: float = Field(
+        1.0, ge=1.0, le=30, description="> 1 turns the negative prompt on (costs a second transformer pass)"
+    )
+
+
+class VerificationSettings(_Strict):
+    keyframes: int = Field(5, ge=1, le=64)
+    weight_b: float = Field(0.4, ge=0, le=1)
+    weight_l: float = Field(0.6, ge=0, le=1)
+    threshold_b: float = Field(0.20, ge=-1, le=1)
+    threshold_l: float = Field(0.18, ge=-1, le=1)
+    threshold_ensemble: float = Field(0.19, ge=-1, le=1)
+    outlier_margin: float = Field(0.15, ge=0, le=2)
+
+    @model_validator(mode="after")
+    def _weights_sum_to_one(self) -> VerificationSettings:
+        if abs(self.weight_b + self.weight_l - 1.0) > 1e-6:
+            raise ValueError(f"weight_b + weight_l must be 1 (got {self.weight_b} + {self.weight_l})")
+        return self
+
+
+class GenerationSettings(_Strict):
+    device: DeviceSettings = DeviceSettings()
+    vram: VRAMSettings = VRAMSettings()
+    models: ModelsSettings = ModelsSettings()
+    buffers: BufferSettings = BufferSettings()
+    pipeline: PipelineSettings = PipelineSettings()
+    flux: FluxSettings = FluxSettings()
+    verification: VerificationSettings = VerificationSettings()
+
+    # -- constructors -------------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None, *, origin: str = "config") -> GenerationSettings:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{origin}: expected a table of settings, got {type(data).__name__}")
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError("\n".join(describe_validation_error(exc, origin))) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> GenerationSettings:
+        path = Path(path)
+        text = _read(path)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        return cls.from_mapping(data, origin=str(path))
+
+    @classmethod
+    def from_toml(cls, path: str | Path, table: str = "generation") -> GenerationSettings:
+        """Read the `[generation]` table of the operator's TOML file (absent table: defaults)."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(_read(path))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        return cls.from_mapping(data.get(table, {}), origin=f"{path} [{table}]")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> GenerationSettings:
+        """Settings from a YAML or TOML file; with no path, the packaged default for this machine."""
+        if path is None:
+            return cls.packaged("default" if _cuda_available() else "tiny")
+        suffix = Path(path).suffix.lower()
+        if suffix in (".yaml", ".yml"):
+            return cls.from_yaml(path)
+        if suffix == ".toml":
+            return cls.from_toml(path)
+        raise ConfigError(f"{path}: unknown config format {suffix!r} (use .yaml, .yml or .toml)")
+
+    @classmethod
+    def packaged(cls, name: str) -> GenerationSettings:
+        """One of the configs shipped in `generation/configs/` (default: the seed's GPU layout; tiny: CPU)."""
+        ref = resources.files("generation") / "configs" / f"{name}.yaml"
+        if not ref.is_file():
+            raise ConfigError(f"no packaged config named {name!r}")
+        return cls.from_mapping(yaml.safe_load(ref.read_text()), origin=f"packaged config {name}")
+
+    # -- derived values -----------------------------------------------------------------------------
+    def resolved_device(self) -> str:
+        name = self.device.name
+        if name == "auto":
+            return "cuda:0" if _cuda_available() else "cpu"
+        return "cuda:0" if name == "cuda" else name
+
+    def resolved_source(self) -> Literal["full", "tiny"]:
+        if self.models.source != "auto":
+            return self.models.source
+        return "tiny" if self.resolved_device() == "cpu" else "full"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

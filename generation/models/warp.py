@@ -1,0 +1,36 @@
+"""The warp stage's stand-in until LivePortrait lands: the actor held still.
+
+This is not animation and does not pretend to be: every frame is the actor
+image, resized to the video size, and the pipeline marks the result with
+`WARP_MODE` so that downstream code and viewers can tell.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from generation.models.cancel import cancel_point
+
+WARP_MODE = "still"
+
+
+class StillWarp:
+    """Writes the actor image into the first `num_frames` frames of the video buffer."""
+
+    mode = WARP_MODE
+
+    def render(self, actor: torch.Tensor, video: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """`actor`: (3, h, w) floats in [0, 1]; `video`: (F, 3, H, W) buffer. Returns the written frames."""
+        if not 1 <= num_frames <= video.shape[0]:
+            raise ValueError(f"num_frames must be in 1..{video.shape[0]}, got {num_frames}")
+        cancel_point()
+        frame = actor.to(video.device, torch.float32)
+        if frame.shape[-2:] != video.shape[-2:]:
+            frame = TF.resize(frame, list(video.shape[-2:]), antialias=True)
+        frame = frame.clamp(0, 1)
+        if video.dtype == torch.uint8:
+            frame = (frame * 255.0).round()
+        frames = video[:num_frames]
+        frames.copy_(frame.to(video.dtype).expand_as(frames))
+        return frames

@@ -1,0 +1,68 @@
+"""Writing a slot's result to disk: the actor PNG, the frames, and a JSON summary.
+
+Encoding to a playable media file is the media issue's; this is the raw,
+inspectable output that `icn-node generate` leaves behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from PIL import Image
+
+if TYPE_CHECKING:
+    from generation.pipeline import GenerationResult
+
+
+def _to_uint8_hwc(image: torch.Tensor) -> Any:
+    if image.dtype != torch.uint8:
+        image = (image.float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+    return image.permute(1, 2, 0).contiguous().numpy()
+
+
+def result_summary(result: GenerationResult) -> dict[str, Any]:
+    """Everything about the result but its pixels and samples, as JSON-ready data."""
+    v = result.verification
+    return {
+        "slot_id": result.slot_id,
+        "success": result.success,
+        "error_msg": result.error_msg,
+        "generation_time_ms": round(result.generation_time_ms, 3),
+        "seed": result.seed,
+        "recipe_hash": result.recipe_hash,
+        "warp_mode": result.warp_mode,
+        "video_frames_shape": list(result.video_frames.shape),
+        "audio_samples": int(result.audio_waveform.numel()),
+        "stage_times_ms": {k: round(t, 3) for k, t in result.stage_times_ms.items()},
+        "notes": list(result.notes),
+        "verification": None
+        if v is None
+        else {
+            "score_b": v.score_b,
+            "score_l": v.score_l,
+            "ensemble_score": v.ensemble_score,
+            "self_check_passed": v.self_check_passed,
+            "outlier": v.outlier,
+            "keyframe_indices": list(v.keyframe_indices),
+        },
+        "clip_embedding": [float(x) for x in result.clip_embedding.tolist()],
+    }
+
+
+def write_result(result: GenerationResult, out_dir: str | Path) -> Path:
+    """Write `actor.png`, `frames/NNNNNN.png` and `result.json` under `out_dir`; return the JSON's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if result.actor_image is not None:
+        Image.fromarray(_to_uint8_hwc(result.actor_image)).save(out / "actor.png")
+    if result.video_frames.numel():
+        frames_dir = out / "frames"
+        frames_dir.mkdir(exist_ok=True)
+        for i, frame in enumerate(result.video_frames):
+            Image.fromarray(_to_uint8_hwc(frame)).save(frames_dir / f"{i:06d}.png")
+    path = out / "result.json"
+    path.write_text(json.dumps(result_summary(result), indent=2))
+    return path

@@ -1,0 +1,308 @@
+"""VortexPipeline: every model resident, buffers pre-allocated, one slot at a time.
+
+The slot's stages, as the seed plans them:
+
+1. audio and actor image, concurrently (speech lands with its own issue; until
+   then the audio stage only reports that no speech model is loaded);
+2. warp: the actor into the video frames (held still until LivePortrait lands);
+3. verification: dual-CLIP embeddings of keyframes against the prompt.
+
+The engine is written against anyio, so `asyncio.run` and `trio.run` both drive
+it; model work runs in worker threads. The whole slot runs under one cancel
+scope with `pipeline.generation_timeout_sec`; model loops check for
+cancellation between steps, so a late slot ends within a step, reports the
+stage it was in, and leaves the pipeline ready for the next one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.lowlevel
+import torch
+
+from generation.config import GenerationSettings
+from generation.errors import ConfigError, StageError, VortexError, WeightsError
+from generation.models.clip import ClipEnsemble, VerificationResult, load_clip
+from generation.models.flux import load_flux_schnell
+from generation.models.tiny import materialise
+from generation.models.warp import StillWarp
+from generation.recipe import Recipe
+from generation.registry import ModelRegistry
+from generation.utils.memory import log_vram_snapshot
+from generation.vram import MemoryPressureError, VRAMMonitor
+from generation.weights.layout import CLIP_B, CLIP_L, FLUX_SCHNELL, ModelLayout
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+__all__ = ["GenerationResult", "MemoryPressureError", "ModelRegistry", "VRAMMonitor", "VortexPipeline"]
+
+
+@dataclass
+class GenerationResult:
+    """One slot's output. The first seven fields are the seed's contract; the rest report how it was made.
+
+    Tensors are CPU copies, safe to keep after the pipeline's buffers are reused.
+    `clip_embedding` is the ViT-B-32 and ViT-L-14 embeddings side by side.
+    """
+
+    video_frames: torch.Tensor
+    audio_waveform: torch.Tensor
+    clip_embedding: torch.Tensor
+    generation_time_ms: float
+    slot_id: int
+    success: bool
+    error_msg: str | None = None
+    actor_image: torch.Tensor | None = None
+    verification: VerificationResult | None = None
+    seed: int | None = None
+    recipe_hash: str | None = None
+    warp_mode: str | None = None
+    stage_times_ms: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class _StageClock:
+    """Which stages ran past the slot's deadline, and how long each stage took."""
+
+    def __init__(self, deadline: float = float("inf")) -> None:
+        self.deadline = deadline  # on anyio's clock
+        self.running: list[str] = []
+        self.late: list[str] = []
+        self.times_ms: dict[str, float] = {}
+
+    @contextmanager
+    def track(self, stage: str) -> Iterator[None]:
+        self.running.append(stage)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.running.remove(stage)
+            self.times_ms[stage] = (time.perf_counter() - start) * 1000.0
+            if anyio.current_time() >= self.deadline and stage not in self.late:
+                self.late.append(stage)
+
+
+class VortexPipeline:
+    """Loads every model once (static residency) and generates slots with `generate_slot`."""
+
+    def __init__(self, config_path: str | Path | None = None, *, settings: GenerationSettings | None = None) -> None:
+        if settings is not None and config_path is not None:
+            raise ConfigError("give either config_path or settings, not both")
+        self.settings = settings if settings is not None else GenerationSettings.load(config_path)
+        s = self.settings
+        self.device = torch.device(s.resolved_device())
+        self.source = s.resolved_source()
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device.name: {s.device.name!r} asked for, but CUDA is not available")
+            torch.backends.cuda.matmul.allow_tf32 = s.device.allow_tf32
+            torch.backends.cudnn.allow_tf32 = s.device.allow_tf32
+        self.vram_monitor = VRAMMonitor(s.vram.soft_limit_gb, s.vram.hard_limit_gb, self.device)
+        self.registry = ModelRegistry(self.device, s.models.budgets_gb.model_dump())
+
+        started = time.perf_counter()
+        self._load_models()
+        self._allocate_buffers()
+        self.cold_start_sec = time.perf_counter() - started
+        self._slot_lock: anyio.Lock | None = None
+        self._slot_lock_loop: object = None
+        log_vram_snapshot("pipeline ready", self.device)
+
+    # -- start-up -------------------------------------------------------------------------------------
+    def _weights_path(self, layout: ModelLayout) -> Path:
+        models = self.settings.models
+        if self.source == "tiny":
+            return materialise(layout, models.tiny_seed, models.cache_dir)
+        if models.weights_dir is None:
+            raise ConfigError("models.weights_dir: required when models.source is 'full'")
+        root = Path(models.weights_dir).expanduser()
+        if not root.is_dir():
+            raise WeightsError(f"models.weights_dir: {root} does not exist")
+        return root / layout.name
+
+    def _load_models(self) -> None:
+        s, dev = self.settings, self.device
+        prec = s.models.precision
+        self.registry.load(
+            "flux",
+            lambda: load_flux_schnell(
+                self._weights_path(FLUX_SCHNELL),
+                dev,
+                prec.flux,
+                max_sequence_length=s.flux.max_sequence_length,
+                true_cfg_scale=s.flux.true_cfg_scale,
+            ),
+        )
+        clip_b = self.registry.load("clip_b", lambda: load_clip(CLIP_B, self._weights_path(CLIP_B), dev, prec.clip_b))
+        clip_l = self.registry.load("clip_l", lambda: load_clip(CLIP_L, self._weights_path(CLIP_L), dev, prec.clip_l))
+        v = s.verification
+        self.clip_ensemble = ClipEnsemble(
+            clip_b,
+            clip_l,
+            keyframes=v.keyframes,
+            weight_b=v.weight_b,
+            weight_l=v.weight_l,
+            threshold_b=v.threshold_b,
+            threshold_l=v.threshold_l,
+            threshold_ensemble=v.threshold_ensemble,
+            outlier_margin=v.outlier_margin,
+        )
+        self.warp = StillWarp()
+
+    def _allocate_buffers(self) -> None:
+        b = self.settings.buffers
+        dev = self.device
+        self.actor_buffer = torch.zeros(b.actor.channels, b.actor.height, b.actor.width, device=dev)
+        # uint8 frames: 1080x3x512x512 is 0.85 GB, where float32 would take 3.4 GB of the 11.5 GB.
+        self.video_buffer = torch.zeros(
+            b.video.frames, b.video.channels, b.video.height, b.video.width, dtype=torch.uint8, device=dev
+        )
+        self.audio_buffer = torch.zeros(int(b.audio.sample_rate * b.audio.duration_sec), device=dev)
+
+    # -- generation -----------------------------------------------------------------------------------
+    async def generate_slot(
+        self, recipe: Recipe | Mapping[str, Any] | str | bytes, slot_id: int, *, timeout_sec: float | None = None
+    ) -> GenerationResult:
+        """Generate one slot. Never raises for bad input or a failed stage: see `success` and `error_msg`.
+
+        `timeout_sec` overrides `pipeline.generation_timeout_sec` for this call.
+        """
+        started = time.perf_counter()
+        clock = _StageClock()
+        try:
+            parsed = Recipe.parse(recipe, max_duration_sec=self.settings.buffers.audio.duration_sec)
+        except VortexError as exc:
+            return self._failure(slot_id, started, clock, f"invalid recipe: {exc}")
+        timeout = timeout_sec if timeout_sec is not None else self.settings.pipeline.generation_timeout_sec
+        error = None
+        async with self._lock_for_current_loop():
+            clock.deadline = anyio.current_time() + timeout
+            with anyio.move_on_after(timeout) as scope:
+                try:
+                    return await self._generate(parsed, int(slot_id), started, clock)
+                except* VortexError as group:
+                    error = str(_first_leaf(group))
+                except* Exception as group:
+                    logger.error("slot %s: unexpected error", slot_id, exc_info=_first_leaf(group))
+                    error = f"internal error: {_first_leaf(group)!r}"
+            if scope.cancelled_caught:
+                where = " and ".join(clock.late or clock.running) or "between stages"
+                error = f"generation timed out after {timeout:.3f} s in stage '{where}'"
+        return self._failure(slot_id, started, clock, error or "generation ended without a result")
+
+    def _lock_for_current_loop(self) -> anyio.Lock:
+        """The lock that keeps slots from sharing buffers, made for the running event loop.
+
+        An anyio lock belongs to one event loop; the pipeline outlives loops
+        (`asyncio.run` then `trio.run`), so a new loop gets a new lock.
+        """
+        loop = anyio.lowlevel.current_token().native_token
+        if self._slot_lock is None or self._slot_lock_loop is not loop:
+            self._slot_lock, self._slot_lock_loop = anyio.Lock(), loop
+        return self._slot_lock
+
+    async def _generate(self, recipe: Recipe, slot_id: int, started: float, clock: _StageClock) -> GenerationResult:
+        s = self.settings
+        seed = recipe.seed_for_slot(slot_id)
+        visual = recipe.visual_track
+        notes: list[str] = []
+        duration = recipe.duration_sec or s.buffers.audio.duration_sec
+        num_frames = max(1, min(s.buffers.video.frames, round(duration * s.buffers.video.fps)))
+
+        def actor() -> None:
+            self.registry.get_model("flux").generate(
+                visual.prompt,
+                visual.negative_prompt,
+                num_inference_steps=s.flux.num_inference_steps,
+                guidance_scale=s.flux.guidance_scale,
+                seed=seed,
+                output=self.actor_buffer,
+            )
+
+        def audio() -> int:
+            notes.append("audio: no speech model is loaded yet; the audio track is empty")
+            return 0
+
+        audio_samples = 0
+
+        async def run_audio() -> None:
+            nonlocal audio_samples
+            audio_samples = await self._stage(clock, "audio", audio)
+
+        if s.pipeline.parallel_audio_actor:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_audio)
+                tg.start_soon(self._stage, clock, "actor", actor)
+        else:
+            await run_audio()
+            await self._stage(clock, "actor", actor)
+
+        frames = await self._stage(clock, "warp", self.warp.render, self.actor_buffer, self.video_buffer, num_frames)
+        notes.append(f"warp: '{self.warp.mode}' (the actor held still; LivePortrait is not loaded)")
+        verification: VerificationResult = await self._stage(
+            clock, "verify", self.clip_ensemble.verify, frames, visual.prompt
+        )
+        return GenerationResult(
+            video_frames=frames.to("cpu", copy=True),
+            audio_waveform=self.audio_buffer[:audio_samples].to("cpu", copy=True),
+            clip_embedding=verification.combined_embedding(),
+            generation_time_ms=(time.perf_counter() - started) * 1000.0,
+            slot_id=slot_id,
+            success=True,
+            actor_image=self.actor_buffer.to("cpu", copy=True),
+            verification=verification,
+            seed=seed,
+            recipe_hash=recipe.content_hash(),
+            warp_mode=self.warp.mode,
+            stage_times_ms=dict(clock.times_ms),
+            notes=notes,
+        )
+
+    async def _stage(self, clock: _StageClock, name: str, fn: Callable[..., T], *args: Any) -> T:
+        """Check memory, then run `fn` in a worker thread, timed under `name`; errors become `StageError`."""
+        self.vram_monitor.check(name)
+        with clock.track(name):
+            try:
+                return await anyio.to_thread.run_sync(fn, *args)
+            except VortexError:
+                raise
+            except torch.OutOfMemoryError as exc:
+                raise StageError(name, f"out of device memory: {exc}") from exc
+            except Exception as exc:
+                logger.exception("stage '%s' failed", name)
+                raise StageError(name, f"{type(exc).__name__}: {exc}") from exc
+
+    def _failure(self, slot_id: Any, started: float, clock: _StageClock, message: str) -> GenerationResult:
+        logger.warning("slot %s failed: %s", slot_id, message)
+        empty = torch.empty(0)
+        try:
+            slot = int(slot_id)
+        except (TypeError, ValueError):
+            slot = -1
+        return GenerationResult(
+            video_frames=empty,
+            audio_waveform=empty,
+            clip_embedding=empty,
+            generation_time_ms=(time.perf_counter() - started) * 1000.0,
+            slot_id=slot,
+            success=False,
+            error_msg=message,
+            stage_times_ms=dict(clock.times_ms),
+        )
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

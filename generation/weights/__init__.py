@@ -1,0 +1,1 @@
+"""Where model weights live on disk: the expected layouts, their checks, and the download."""

@@ -1,0 +1,115 @@
+"""`icn-node`: the operator's command line.
+
+Each subcommand imports what it needs when it runs, so `icn-node --help` is
+instant and a command never pays for the engine unless it uses it. Exit codes:
+0 done, 1 the work failed (e.g. a slot could not be generated), 2 bad input
+(arguments, config, recipe, weights directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import anyio
+
+    from generation.outputs import write_result
+    from generation.pipeline import VortexPipeline
+    from generation.recipe import Recipe
+
+    try:
+        text = Path(args.recipe).read_text()
+    except OSError as exc:
+        print(f"error: cannot read recipe {args.recipe}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    Recipe.parse(text)  # fail before the models load
+    print("loading models ...", file=sys.stderr)
+    pipeline = VortexPipeline(config_path=args.config)
+    print(f"models ready in {pipeline.cold_start_sec:.1f} s on {pipeline.device} ({pipeline.source})", file=sys.stderr)
+    print(f"generating slot {args.slot_id} ...", file=sys.stderr)
+    result = anyio.run(pipeline.generate_slot, text, args.slot_id)
+    path = write_result(result, args.out)
+    if not result.success:
+        print(f"slot failed: {result.error_msg}", file=sys.stderr)
+        return EXIT_FAILED
+    stages = ", ".join(f"{k} {v:.0f} ms" for k, v in result.stage_times_ms.items())
+    print(f"slot {result.slot_id} done in {result.generation_time_ms:.0f} ms ({stages}); wrote {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_weights_download(args: argparse.Namespace) -> int:
+    from generation.weights.download import download_weights
+
+    done = download_weights(args.dest, args.models or None, cache_dir=args.cache_dir, token=args.token)
+    for name, path in done.items():
+        print(f"{name}: {path}")
+    return EXIT_OK
+
+
+def _cmd_weights_check(args: argparse.Namespace) -> int:
+    from generation.weights.layout import LAYOUTS, check_weights_dir
+
+    root = Path(args.dir)
+    for name in args.models or list(LAYOUTS):
+        if name not in LAYOUTS:
+            print(f"error: unknown model {name!r}; known: {', '.join(LAYOUTS)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        check_weights_dir(LAYOUTS[name], root / name)
+        print(f"{name}: ok ({root / name})")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="icn-node", description="A peer of the Interdimensional Cable Network.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate one slot from a recipe file with the Vortex engine")
+    gen.add_argument("--recipe", required=True, help="recipe JSON file")
+    gen.add_argument("--out", required=True, help="output directory (actor.png, frames/, result.json)")
+    gen.add_argument("--config", help="engine config (.yaml, or .toml with a [generation] table)")
+    gen.add_argument("--slot-id", type=int, default=0, help="slot number (seeds the noise when the recipe has none)")
+    gen.set_defaults(func=_cmd_generate)
+
+    weights = sub.add_parser("weights", help="model weights on disk").add_subparsers(dest="weights_cmd", required=True)
+    dl = weights.add_parser("download", help="download real weights from the Hugging Face hub (needs internet)")
+    dl.add_argument("--dest", required=True, help="weights directory (models.weights_dir)")
+    dl.add_argument("--models", nargs="*", help="subset of models (default: all)")
+    dl.add_argument("--cache-dir", help="Hugging Face cache directory (default: HF_HOME's)")
+    dl.add_argument("--token", help="hub token (Flux-Schnell is gated; HF_TOKEN also works)")
+    dl.set_defaults(func=_cmd_weights_download)
+    chk = weights.add_parser("check", help="check that a weights directory holds every expected file")
+    chk.add_argument("dir", help="weights directory")
+    chk.add_argument("--models", nargs="*", help="subset of models (default: all)")
+    chk.set_defaults(func=_cmd_weights_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from generation.errors import VortexError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except VortexError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT if isinstance(exc, ValueError | FileNotFoundError) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
