@@ -95,7 +95,9 @@ class _StageClock:
 class VortexPipeline:
     """Loads every model once (static residency) and generates slots with `generate_slot`."""
 
-    def __init__(self, config_path: str | Path | None = None, *, settings: GenerationSettings | None = None) -> None:
+    def __init__(
+        self, config_path: str | Path | None = None, *, settings: GenerationSettings | None = None
+    ) -> None:
         if settings is not None and config_path is not None:
             raise ConfigError("give either config_path or settings, not both")
         self.settings = settings if settings is not None else GenerationSettings.load(config_path)
@@ -143,8 +145,12 @@ class VortexPipeline:
                 true_cfg_scale=s.flux.true_cfg_scale,
             ),
         )
-        clip_b = self.registry.load("clip_b", lambda: load_clip(CLIP_B, self._weights_path(CLIP_B), dev, prec.clip_b))
-        clip_l = self.registry.load("clip_l", lambda: load_clip(CLIP_L, self._weights_path(CLIP_L), dev, prec.clip_l))
+        clip_b = self.registry.load(
+            "clip_b", lambda: load_clip(CLIP_B, self._weights_path(CLIP_B), dev, prec.clip_b)
+        )
+        clip_l = self.registry.load(
+            "clip_l", lambda: load_clip(CLIP_L, self._weights_path(CLIP_L), dev, prec.clip_l)
+        )
         v = s.verification
         self.clip_ensemble = ClipEnsemble(
             clip_b,
@@ -171,7 +177,11 @@ class VortexPipeline:
 
     # -- generation -----------------------------------------------------------------------------------
     async def generate_slot(
-        self, recipe: Recipe | Mapping[str, Any] | str | bytes, slot_id: int, *, timeout_sec: float | None = None
+        self,
+        recipe: Recipe | Mapping[str, Any] | str | bytes,
+        slot_id: int,
+        *,
+        timeout_sec: float | None = None,
     ) -> GenerationResult:
         """Generate one slot. Never raises for bad input or a failed stage: see `success` and `error_msg`.
 
@@ -211,7 +221,9 @@ class VortexPipeline:
             self._slot_lock, self._slot_lock_loop = anyio.Lock(), loop
         return self._slot_lock
 
-    async def _generate(self, recipe: Recipe, slot_id: int, started: float, clock: _StageClock) -> GenerationResult:
+    async def _generate(
+        self, recipe: Recipe, slot_id: int, started: float, clock: _StageClock
+    ) -> GenerationResult:
         s = self.settings
         seed = recipe.seed_for_slot(slot_id)
         visual = recipe.visual_track
@@ -247,7 +259,9 @@ class VortexPipeline:
             await run_audio()
             await self._stage(clock, "actor", actor)
 
-        frames = await self._stage(clock, "warp", self.warp.render, self.actor_buffer, self.video_buffer, num_frames)
+        frames = await self._stage(
+            clock, "warp", self.warp.render, self.actor_buffer, self.video_buffer, num_frames
+        )
         notes.append(f"warp: '{self.warp.mode}' (the actor held still; LivePortrait is not loaded)")
         verification: VerificationResult = await self._stage(
             clock, "verify", self.clip_ensemble.verify, frames, visual.prompt

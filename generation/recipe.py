@@ -94,7 +94,11 @@ class Recipe(_Strict):
                 recipe = cls.model_validate(dict(data))
             except ValidationError as exc:
                 raise RecipeError("; ".join(describe_validation_error(exc))) from None
-        if max_duration_sec is not None and recipe.duration_sec is not None and recipe.duration_sec > max_duration_sec:
+        if (
+            max_duration_sec is not None
+            and recipe.duration_sec is not None
+            and recipe.duration_sec > max_duration_sec
+        ):
             raise RecipeError(
                 f"duration_sec: {recipe.duration_sec} s is longer than the slot's {max_duration_sec} s"
             )

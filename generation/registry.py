@@ -22,7 +22,9 @@ T = TypeVar("T")
 
 
 class ModelRegistry:
-    def __init__(self, device: str | torch.device = "cpu", budgets_gb: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self, device: str | torch.device = "cpu", budgets_gb: Mapping[str, float] | None = None
+    ) -> None:
         self.device = torch.device(device)
         self.budgets_gb = dict(budgets_gb or {})
         self._models: dict[str, Any] = {}

@@ -37,7 +37,9 @@ class VRAMMonitor:
         stats_fn: StatsFn | None = None,
     ) -> None:
         if not 0 < soft_limit_gb <= hard_limit_gb:
-            raise ValueError(f"need 0 < soft_limit_gb <= hard_limit_gb, got {soft_limit_gb} and {hard_limit_gb}")
+            raise ValueError(
+                f"need 0 < soft_limit_gb <= hard_limit_gb, got {soft_limit_gb} and {hard_limit_gb}"
+            )
         self.soft_limit_gb = soft_limit_gb
         self.hard_limit_gb = hard_limit_gb
         self._stats_fn = stats_fn or (lambda: get_vram_stats(device))

@@ -9,7 +9,6 @@ instant and a command never pays for the engine unless it uses it. Exit codes:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -33,7 +32,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     Recipe.parse(text)  # fail before the models load
     print("loading models ...", file=sys.stderr)
     pipeline = VortexPipeline(config_path=args.config)
-    print(f"models ready in {pipeline.cold_start_sec:.1f} s on {pipeline.device} ({pipeline.source})", file=sys.stderr)
+    print(
+        f"models ready in {pipeline.cold_start_sec:.1f} s on {pipeline.device} ({pipeline.source})",
+        file=sys.stderr,
+    )
     print(f"generating slot {args.slot_id} ...", file=sys.stderr)
     result = anyio.run(pipeline.generate_slot, text, args.slot_id)
     path = write_result(result, args.out)
@@ -41,7 +43,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         print(f"slot failed: {result.error_msg}", file=sys.stderr)
         return EXIT_FAILED
     stages = ", ".join(f"{k} {v:.0f} ms" for k, v in result.stage_times_ms.items())
-    print(f"slot {result.slot_id} done in {result.generation_time_ms:.0f} ms ({stages}); wrote {path}", file=sys.stderr)
+    print(
+        f"slot {result.slot_id} done in {result.generation_time_ms:.0f} ms ({stages}); wrote {path}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -68,7 +73,9 @@ def _cmd_weights_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="icn-node", description="A peer of the Interdimensional Cable Network.")
+    parser = argparse.ArgumentParser(
+        prog="icn-node", description="A peer of the Interdimensional Cable Network."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -76,11 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--recipe", required=True, help="recipe JSON file")
     gen.add_argument("--out", required=True, help="output directory (actor.png, frames/, result.json)")
     gen.add_argument("--config", help="engine config (.yaml, or .toml with a [generation] table)")
-    gen.add_argument("--slot-id", type=int, default=0, help="slot number (seeds the noise when the recipe has none)")
+    gen.add_argument(
+        "--slot-id", type=int, default=0, help="slot number (seeds the noise when the recipe has none)"
+    )
     gen.set_defaults(func=_cmd_generate)
 
-    weights = sub.add_parser("weights", help="model weights on disk").add_subparsers(dest="weights_cmd", required=True)
-    dl = weights.add_parser("download", help="download real weights from the Hugging Face hub (needs internet)")
+    weights = sub.add_parser("weights", help="model weights on disk").add_subparsers(
+        dest="weights_cmd", required=True
+    )
+    dl = weights.add_parser(
+        "download", help="download real weights from the Hugging Face hub (needs internet)"
+    )
     dl.add_argument("--dest", required=True, help="weights directory (models.weights_dir)")
     dl.add_argument("--models", nargs="*", help="subset of models (default: all)")
     dl.add_argument("--cache-dir", help="Hugging Face cache directory (default: HF_HOME's)")

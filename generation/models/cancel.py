@@ -10,12 +10,12 @@ no thread is left writing into buffers the next slot uses.
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from anyio import NoEventLoopError, from_thread
 
 
 def cancel_point() -> None:
     """Raise if the anyio task that runs this thread was cancelled; a no-op outside anyio threads."""
-    try:
+    with suppress(NoEventLoopError):  # NoEventLoopError: a plain synchronous call, not an anyio worker thread
         from_thread.check_cancelled()
-    except NoEventLoopError:  # a plain synchronous call, not from an anyio worker thread
-        pass

@@ -48,7 +48,9 @@ def quantize_mlp_int8(model: nn.Module, dtype: torch.dtype = torch.float16) -> i
                 q = bnb.nn.Linear8bitLt(
                     child.in_features, child.out_features, bias=child.bias is not None, has_fp16_weights=False
                 )
-                q.weight = bnb.nn.Int8Params(child.weight.data.to(dtype), requires_grad=False, has_fp16_weights=False)
+                q.weight = bnb.nn.Int8Params(
+                    child.weight.data.to(dtype), requires_grad=False, has_fp16_weights=False
+                )
                 if child.bias is not None:
                     q.bias = nn.Parameter(child.bias.data.to(dtype), requires_grad=False)
                 setattr(parent, child_name, q)
@@ -59,7 +61,9 @@ def quantize_mlp_int8(model: nn.Module, dtype: torch.dtype = torch.float16) -> i
 class ClipModel:
     """One open_clip model with its tokenizer and preprocessing, ready to embed frames and text."""
 
-    def __init__(self, name: str, model: nn.Module, tokenizer: Any, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self, name: str, model: nn.Module, tokenizer: Any, device: torch.device, dtype: torch.dtype
+    ) -> None:
         self.name = name
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -68,15 +72,21 @@ class ClipModel:
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
         size = model.visual.image_size
         self.image_size = tuple(size) if isinstance(size, tuple | list) else (size, size)
-        self.mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), device=device).view(1, 3, 1, 1)
+        self.mean = torch.tensor(cfg.get("mean", (0.48145466, 0.4578275, 0.40821073)), device=device).view(
+            1, 3, 1, 1
+        )
+        self.std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), device=device).view(
+            1, 3, 1, 1
+        )
         self.embed_dim = int(model.text_projection.shape[-1]) if hasattr(model, "text_projection") else None
         self._token_lock = threading.Lock()  # SimpleTokenizer keeps a shared cache dict
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) floats in [0, 1] -> normalised model input."""
         x = frames.to(self.device, torch.float32)
-        x = TF.resize(x, list(self.image_size)[:1], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+        x = TF.resize(
+            x, list(self.image_size)[:1], interpolation=TF.InterpolationMode.BICUBIC, antialias=True
+        )
         x = TF.center_crop(x, list(self.image_size))
         return ((x.clamp(0, 1) - self.mean) / self.std).to(self.dtype)
 
@@ -181,7 +191,11 @@ class ClipEnsemble:
         self.clip_b, self.clip_l = clip_b, clip_l
         self.keyframes = keyframes
         self.weight_b, self.weight_l = weight_b, weight_l
-        self.threshold_b, self.threshold_l, self.threshold_ensemble = threshold_b, threshold_l, threshold_ensemble
+        self.threshold_b, self.threshold_l, self.threshold_ensemble = (
+            threshold_b,
+            threshold_l,
+            threshold_ensemble,
+        )
         self.outlier_margin = outlier_margin
 
     def verify(self, frames: torch.Tensor, prompt: str) -> VerificationResult:
@@ -199,7 +213,11 @@ class ClipEnsemble:
             scores.append(float(image @ text))
         score_b, score_l = scores
         ensemble = self.weight_b * score_b + self.weight_l * score_l
-        passed = score_b >= self.threshold_b and score_l >= self.threshold_l and ensemble >= self.threshold_ensemble
+        passed = (
+            score_b >= self.threshold_b
+            and score_l >= self.threshold_l
+            and ensemble >= self.threshold_ensemble
+        )
         return VerificationResult(
             embedding_b=embeddings[0],
             embedding_l=embeddings[1],

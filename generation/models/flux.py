@@ -30,7 +30,9 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 class FluxActor:
     """A loaded Flux-Schnell pipeline that draws actor images into a caller's buffer."""
 
-    def __init__(self, pipe: Any, device: torch.device, *, max_sequence_length: int, true_cfg_scale: float) -> None:
+    def __init__(
+        self, pipe: Any, device: torch.device, *, max_sequence_length: int, true_cfg_scale: float
+    ) -> None:
         self.pipe = pipe
         self.device = device
         self.max_sequence_length = max_sequence_length
@@ -128,7 +130,10 @@ def _load_nf4(pipeline_cls: Any, path: Path) -> Any:
         path, subfolder="transformer", quantization_config=DiffusersBnbConfig(**nf4), dtype=torch.bfloat16
     )
     text_encoder_2 = T5EncoderModel.from_pretrained(
-        path, subfolder="text_encoder_2", quantization_config=TransformersBnbConfig(**nf4), dtype=torch.bfloat16
+        path,
+        subfolder="text_encoder_2",
+        quantization_config=TransformersBnbConfig(**nf4),
+        dtype=torch.bfloat16,
     )
     return pipeline_cls.from_pretrained(
         path, transformer=transformer, text_encoder_2=text_encoder_2, dtype=torch.bfloat16

@@ -43,7 +43,11 @@ def _builders() -> dict[str, Callable[[Path, int], None]]:
     from generation.models.tiny.clip import build_tiny_clip_b, build_tiny_clip_l
     from generation.models.tiny.flux import build_tiny_flux
 
-    return {FLUX_SCHNELL.name: build_tiny_flux, CLIP_B.name: build_tiny_clip_b, CLIP_L.name: build_tiny_clip_l}
+    return {
+        FLUX_SCHNELL.name: build_tiny_flux,
+        CLIP_B.name: build_tiny_clip_b,
+        CLIP_L.name: build_tiny_clip_l,
+    }
 
 
 def materialise(layout: ModelLayout, seed: int, cache_dir: Path | None = None) -> Path:

@@ -21,8 +21,20 @@ def _config(embed_dim: int, image_size: int, patch_size: int, width: int) -> dic
     return {
         "model_cfg": {
             "embed_dim": embed_dim,
-            "vision_cfg": {"image_size": image_size, "layers": 2, "width": width, "patch_size": patch_size, "head_width": 16},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": width, "heads": width // 16, "layers": 2},
+            "vision_cfg": {
+                "image_size": image_size,
+                "layers": 2,
+                "width": width,
+                "patch_size": patch_size,
+                "head_width": 16,
+            },
+            "text_cfg": {
+                "context_length": 77,
+                "vocab_size": 49408,
+                "width": width,
+                "heads": width // 16,
+                "layers": 2,
+            },
         },
         "preprocess_cfg": {"mean": _CLIP_MEAN, "std": _CLIP_STD},
     }

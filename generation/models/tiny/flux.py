@@ -19,7 +19,14 @@ TEXT_WIDTH = 32
 
 def build_tiny_flux(dest: Path, seed: int) -> None:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTokenizer,
+        T5Config,
+        T5EncoderModel,
+        T5TokenizerFast,
+    )
 
     tok_dir, tok2_dir = dest / "tokenizer", dest / "tokenizer_2"
     write_clip_tokenizer(tok_dir)

@@ -21,7 +21,8 @@ def write_clip_tokenizer(dest: Path) -> None:
     from open_clip.tokenizer import bytes_to_unicode, default_bpe
     from transformers import CLIPTokenizer
 
-    lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
+    with gzip.open(default_bpe()) as fh:
+        lines = fh.read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : _CLIP_MERGES + 1]]
     symbols = list(bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
@@ -29,7 +30,9 @@ def write_clip_tokenizer(dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False))
     (dest / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
-    CLIPTokenizer(str(dest / "vocab.json"), str(dest / "merges.txt"), model_max_length=77).save_pretrained(dest)
+    CLIPTokenizer(str(dest / "vocab.json"), str(dest / "merges.txt"), model_max_length=77).save_pretrained(
+        dest
+    )
 
 
 def write_t5_tokenizer(dest: Path) -> int:
@@ -46,7 +49,12 @@ def write_t5_tokenizer(dest: Path) -> int:
     tok.decoder = decoders.Metaspace()
     tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
     fast = T5TokenizerFast(
-        tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>", extra_ids=0, model_max_length=512
+        tokenizer_object=tok,
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        extra_ids=0,
+        model_max_length=512,
     )
     fast.save_pretrained(dest)
     return len(fast)

@@ -1,0 +1,110 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from generation.models.tiny import materialise
+from generation.weights.layout import LAYOUTS
+from node.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, main
+from tests.conftest import tiny_settings
+
+
+@pytest.fixture
+def tiny_config(tiny_cache: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "engine.yaml"
+    path.write_text(yaml.safe_dump(tiny_settings(tiny_cache).model_dump(mode="json")))
+    return path
+
+
+@pytest.fixture
+def recipe_file(recipe: dict, tmp_path: Path) -> Path:
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def test_generate_writes_actor_frames_and_result(
+    tiny_config: Path, recipe_file: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    code = main(
+        [
+            "generate",
+            "--recipe",
+            str(recipe_file),
+            "--out",
+            str(out),
+            "--config",
+            str(tiny_config),
+            "--slot-id",
+            "42",
+        ]
+    )
+    assert code == EXIT_OK
+    summary = json.loads((out / "result.json").read_text())
+    assert summary["success"] is True and summary["slot_id"] == 42
+    assert summary["warp_mode"] == "still"
+    assert len(summary["clip_embedding"]) == 80
+    frames = sorted((out / "frames").glob("*.png"))
+    assert len(frames) == summary["video_frames_shape"][0] == 48
+    from PIL import Image
+
+    assert Image.open(out / "actor.png").size == (64, 64)
+
+
+def test_generate_rejects_a_bad_recipe_before_loading(tiny_config: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps({"audio_track": {"script": "hi", "voice_id": "nobody"}, "visual_track": {"prompt": "x"}})
+    )
+    code = main(
+        ["generate", "--recipe", str(bad), "--out", str(tmp_path / "o"), "--config", str(tiny_config)]
+    )
+    assert code == EXIT_BAD_INPUT
+    assert "audio_track.voice_id: unknown voice 'nobody'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_generate_reports_a_failed_slot(tiny_cache: Path, recipe_file: Path, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "late.yaml"
+    data = tiny_settings(tiny_cache, pipeline__generation_timeout_sec=1e-6).model_dump(mode="json")
+    config.write_text(yaml.safe_dump(data))
+    code = main(
+        ["generate", "--recipe", str(recipe_file), "--out", str(tmp_path / "o"), "--config", str(config)]
+    )
+    assert code == EXIT_FAILED
+    assert "timed out" in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "result.json").read_text())["success"] is False
+
+
+def test_bad_config_and_missing_recipe(tmp_path: Path, recipe_file: Path, capsys) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("vram: {hard_limit_gb: -3}\n")
+    assert (
+        main(["generate", "--recipe", str(recipe_file), "--out", str(tmp_path), "--config", str(config)])
+        == EXIT_BAD_INPUT
+    )
+    assert "vram.hard_limit_gb" in capsys.readouterr().err
+    assert (
+        main(["generate", "--recipe", str(tmp_path / "none.json"), "--out", str(tmp_path)]) == EXIT_BAD_INPUT
+    )
+    assert "cannot read recipe" in capsys.readouterr().err
+
+
+def test_weights_check(tiny_cache: Path, tmp_path: Path, capsys) -> None:
+    root = materialise(LAYOUTS["flux-schnell"], 0, tiny_cache).parent
+    assert main(["weights", "check", str(root)]) == EXIT_OK
+    assert "flux-schnell: ok" in capsys.readouterr().out
+    assert main(["weights", "check", str(tmp_path)]) == EXIT_BAD_INPUT
+    assert "flux-schnell: weights directory" in capsys.readouterr().err
+    assert main(["weights", "check", str(root), "--models", "sdxl"]) == EXIT_BAD_INPUT
+
+
+def test_console_script_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "node.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "generate" in out.stdout and "weights" in out.stdout
