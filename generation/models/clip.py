@@ -53,6 +53,8 @@ def quantize_mlp_int8(model: nn.Module, dtype: torch.dtype = torch.float16) -> i
                 )
                 if child.bias is not None:
                     q.bias = nn.Parameter(child.bias.data.to(dtype), requires_grad=False)
+                # open_clip casts activations to the MLP weight's dtype unless told the original one
+                q.int8_original_dtype = dtype
                 setattr(parent, child_name, q)
                 replaced += 1
     return replaced
