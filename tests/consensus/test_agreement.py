@@ -1,0 +1,375 @@
+"""Each rule of the slot agreement, driven message by message."""
+
+from __future__ import annotations
+
+import pytest
+
+from consensus.actions import Broadcast, Decided, EvidenceFound, ScheduleTimeout, SlotFailed, Step
+from consensus.agreement import AgreementConfig, LocalOutput, SlotAgreement, Validity
+from consensus.evidence import Evidence
+from consensus.journal import MemoryJournal
+from consensus.messages import Announce, Precommit, Prevote, Proposal, Value, embedding_to_bytes, sha256
+from tests.consensus.conftest import keys
+
+CHAIN = b"chain"
+SLOT = 4
+RECIPE = sha256(b"recipe")
+K = keys(5, "d")
+D = [k.public_key for k in K]
+B, L = [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0]
+
+
+def output(i: int, b=B, lv=L, self_check=True, recipe=RECIPE) -> LocalOutput:
+    return LocalOutput(
+        recipe, embedding_to_bytes(b), embedding_to_bytes(lv), self_check, sha256(b"media-%d" % i)
+    )
+
+
+def sm(i: int | None, **kw) -> SlotAgreement:
+    return SlotAgreement(SLOT, D, CHAIN, RECIPE, signer=K[i] if i is not None else None, **kw)
+
+
+def broadcasts(actions) -> list:
+    return [a.message for a in actions if isinstance(a, Broadcast)]
+
+
+class Net:
+    """Delivers every broadcast to every other machine, in order, until quiet."""
+
+    def __init__(self, machines: list[SlotAgreement]) -> None:
+        self.machines = machines
+        self.log: list = []
+
+    def pump(self, origin: int, actions: list) -> None:
+        queue = [(origin, a) for a in actions]
+        while queue:
+            src, action = queue.pop(0)
+            self.log.append((src, action))
+            if isinstance(action, Broadcast):
+                for j, m in enumerate(self.machines):
+                    if j != src:
+                        queue += [(j, a) for a in m.receive(action.message)]
+
+    def decisions(self) -> list:
+        return [a.certificate for _, a in self.log if isinstance(a, Decided)]
+
+
+def run_all(machines: list[SlotAgreement], outputs: dict[int, LocalOutput]) -> Net:
+    net = Net(machines)
+    for i, out in outputs.items():
+        net.pump(i, machines[i].set_local_output(out))
+    for i, m in enumerate(machines):
+        net.pump(i, m.start())
+    return net
+
+
+def test_happy_path_decides_in_round_zero_with_a_verifiable_certificate() -> None:
+    machines = [sm(i, next_recipe=b'{"next": 1}') for i in range(5)]
+    net = run_all(machines, {i: output(i) for i in range(5)})
+    certs = net.decisions()
+    assert len(certs) == 5 and len({c.hash for c in certs}) == 1
+    cert = certs[0]
+    assert cert.round == 0 and cert.value.candidate == sha256(
+        b"media-0"
+    )  # round 0's proposer vouches for its own
+    assert cert.value.next_recipe == b'{"next": 1}'
+    assert cert.verify(D, CHAIN) is None
+    assert len(cert.signatures) >= 4
+    assert all(m.decision is not None for m in machines)
+
+
+def test_round_zero_schedules_a_propose_timeout_growing_with_rounds() -> None:
+    cfg = AgreementConfig(timeout_propose=3.0, timeout_delta=0.5)
+    m = sm(1, config=cfg)
+    (timeout,) = [a for a in m.start() if isinstance(a, ScheduleTimeout)]
+    assert (timeout.round, timeout.step, timeout.delay) == (0, Step.PROPOSE, 3.0)
+    m.on_timeout(0, Step.PROPOSE)
+    m.on_timeout(0, Step.PREVOTE)
+    later = [a for a in m.on_timeout(0, Step.PRECOMMIT) if isinstance(a, ScheduleTimeout)]
+    assert later[0].round == 1 and later[0].delay == 3.5
+
+
+def _proposal_from_0(candidate_out: LocalOutput) -> tuple[Announce, Proposal]:
+    ann = Announce(
+        SLOT,
+        candidate_out.recipe_hash,
+        candidate_out.embedding_b,
+        candidate_out.embedding_l,
+        candidate_out.self_check,
+        candidate_out.content_hash,
+    ).signed_by(K[0], CHAIN)
+    prop = Proposal(SLOT, 0, Value(candidate_out.content_hash), -1).signed_by(K[0], CHAIN)
+    return ann, prop
+
+
+def _prevote_of(actions) -> Prevote:
+    (vote,) = [m for m in broadcasts(actions) if isinstance(m, Prevote)]
+    return vote
+
+
+def test_prevotes_a_candidate_whose_embeddings_agree() -> None:
+    m = sm(1)
+    m.set_local_output(output(1, b=[0.99, 0.05, 0.0, 0.0]))
+    m.start()
+    ann, prop = _proposal_from_0(output(0))
+    m.receive(ann)
+    assert _prevote_of(m.receive(prop)).value_hash == prop.value.hash
+
+
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        output(0, b=[0.0, 0.0, 1.0, 0.0]),  # CLIP-B disagrees
+        output(0, lv=[1.0, 0.0, 0.0]),  # CLIP-L disagrees
+        output(0, self_check=False),  # failed its own check
+        output(0, recipe=sha256(b"another recipe")),  # made from the wrong recipe
+    ],
+    ids=["clip_b", "clip_l", "self_check", "recipe"],
+)
+def test_prevotes_nil_for_an_unacceptable_candidate(candidate: LocalOutput) -> None:
+    m = sm(1)
+    m.set_local_output(output(1))
+    m.start()
+    ann, prop = _proposal_from_0(candidate)
+    m.receive(ann)
+    for j in (2, 3, 4):  # every announcement is in, so a missing match is final
+        m.receive(
+            Announce(
+                SLOT, RECIPE, embedding_to_bytes(B), embedding_to_bytes(L), True, sha256(b"m%d" % j)
+            ).signed_by(K[j], CHAIN)
+        )
+    assert _prevote_of(m.receive(prop)).value_hash is None
+
+
+def test_waits_for_a_missing_announcement_then_times_out_to_nil() -> None:
+    m = sm(1)
+    m.set_local_output(output(1))
+    m.start()
+    _, prop = _proposal_from_0(output(0))
+    assert broadcasts(m.receive(prop)) == []  # not valid, not invalid: wait
+    assert m.validity(prop.value) == Validity.UNKNOWN
+    assert _prevote_of(m.on_timeout(0, Step.PROPOSE)).value_hash is None
+
+
+def test_a_late_announcement_unblocks_the_prevote() -> None:
+    m = sm(1)
+    m.set_local_output(output(1))
+    m.start()
+    ann, prop = _proposal_from_0(output(0))
+    m.receive(prop)
+    assert _prevote_of(m.receive(ann)).value_hash == prop.value.hash
+
+
+def test_without_own_output_f_plus_one_agreeing_announcements_are_needed() -> None:
+    m = sm(1)  # no local output: its generation failed
+    m.start()
+    ann, prop = _proposal_from_0(output(0))
+    m.receive(ann)
+    assert m.validity(prop.value) == Validity.UNKNOWN  # only the candidate's own word so far
+    m.receive(
+        Announce(SLOT, RECIPE, embedding_to_bytes(B), embedding_to_bytes(L), True, sha256(b"m2")).signed_by(
+            K[2], CHAIN
+        )
+    )
+    assert m.validity(prop.value) == Validity.YES  # f + 1 = 2 directors vouch for it
+    assert _prevote_of(m.receive(prop)).value_hash == prop.value.hash
+
+
+def test_bad_next_recipe_or_evidence_make_a_value_invalid() -> None:
+    m = sm(1)
+    m.set_local_output(output(1))
+    ann, _ = _proposal_from_0(output(0))
+    m.receive(ann)
+    assert m.validity(Value(ann.content_hash, b'{"ok": true}')) == Validity.YES
+    assert m.validity(Value(ann.content_hash, b"[1, 2]")) == Validity.NO
+    assert m.validity(Value(ann.content_hash, b"\xff")) == Validity.NO
+    assert m.validity(Value(ann.content_hash, None, (b"not evidence",))) == Validity.NO
+    a = Prevote(SLOT, 0, sha256(b"a")).signed_by(K[3], CHAIN)
+    b = Prevote(SLOT, 0, sha256(b"b")).signed_by(K[3], CHAIN)
+    assert m.validity(Value(ann.content_hash, None, (Evidence.of(a, b).encode(),))) == Validity.YES
+
+
+def _votes(kind, round_, value_hash, signers):
+    return [kind(SLOT, round_, value_hash).signed_by(K[j], CHAIN) for j in signers]
+
+
+def test_locks_on_a_polka_and_refuses_other_values_later() -> None:
+    m = sm(1)
+    m.set_local_output(output(1))
+    m.start()
+    ann, prop = _proposal_from_0(output(0))
+    m.receive(ann)
+    m.receive(prop)
+    actions = []
+    for v in _votes(Prevote, 0, prop.value.hash, [0, 2, 3]):
+        actions += m.receive(v)
+    (precommit,) = [x for x in broadcasts(actions) if isinstance(x, Precommit)]
+    assert precommit.value_hash == prop.value.hash
+    assert (m.locked_hash, m.locked_round) == (prop.value.hash, 0)
+    # round 1: a different value, no proof of a later polka: prevote nil
+    m.on_timeout(0, Step.PRECOMMIT)
+    ann2 = Announce(
+        SLOT, RECIPE, embedding_to_bytes(B), embedding_to_bytes(L), True, sha256(b"other")
+    ).signed_by(K[1], CHAIN)
+    m.receive(ann2)
+    # round 1's proposer is us (K[1]); it re-proposes its valid value
+    assert m.valid_value == prop.value
+    assert m.proposals[1][0].value == prop.value and m.proposals[1][0].pol_round == 0
+
+
+def test_unlocks_on_a_proposal_with_a_later_polka() -> None:
+    m = sm(2)
+    m.set_local_output(output(2))
+    m.locked_hash, m.locked_round = sha256(b"old"), 0
+    m.start()
+    m.on_timeout(0, Step.PROPOSE)
+    m.on_timeout(0, Step.PREVOTE)
+    m.on_timeout(0, Step.PRECOMMIT)
+    m.on_timeout(1, Step.PROPOSE)
+    m.on_timeout(1, Step.PREVOTE)
+    m.on_timeout(1, Step.PRECOMMIT)  # now round 2, proposer K[2] is us; make round 3 (K[3]) propose
+    m.on_timeout(2, Step.PROPOSE)
+    m.on_timeout(2, Step.PREVOTE)
+    m.on_timeout(2, Step.PRECOMMIT)
+    ann = Announce(
+        SLOT, RECIPE, embedding_to_bytes(B), embedding_to_bytes(L), True, sha256(b"new")
+    ).signed_by(K[3], CHAIN)
+    m.receive(ann)
+    value = Value(ann.content_hash)
+    for v in _votes(Prevote, 1, value.hash, [0, 1, 3, 4]):
+        m.receive(v)
+    prop = Proposal(SLOT, 3, value, 1).signed_by(K[3], CHAIN)
+    assert _prevote_of(m.receive(prop)).value_hash == value.hash  # polka in round 1 > locked round 0
+
+
+def test_nil_polka_precommits_nil_and_quorum_of_precommits_schedules_the_round_end() -> None:
+    m = sm(1)
+    m.start()
+    m.on_timeout(0, Step.PROPOSE)
+    actions = []
+    for v in _votes(Prevote, 0, None, [0, 2, 3]):
+        actions += m.receive(v)
+    assert [x.value_hash for x in broadcasts(actions) if isinstance(x, Precommit)] == [None]
+    actions = []
+    for v in _votes(Precommit, 0, None, [0, 2, 3]):
+        actions += m.receive(v)
+    assert any(isinstance(a, ScheduleTimeout) and a.step == Step.PRECOMMIT for a in actions)
+
+
+def test_prevote_timeout_after_a_quorum_of_mixed_prevotes() -> None:
+    m = sm(1)
+    m.start()
+    m.on_timeout(0, Step.PROPOSE)
+    actions = []
+    for j, val in [(0, sha256(b"a")), (2, sha256(b"b")), (3, None)]:
+        actions += m.receive(Prevote(SLOT, 0, val).signed_by(K[j], CHAIN))
+    timeouts = [a for a in actions if isinstance(a, ScheduleTimeout) and a.step == Step.PREVOTE]
+    assert len(timeouts) == 1
+    assert [x.value_hash for x in broadcasts(m.on_timeout(0, Step.PREVOTE))] == [None]
+
+
+def test_decides_only_with_the_value_known() -> None:
+    m = sm(None)  # an observer: follows, never votes
+    ann, prop = _proposal_from_0(output(0))
+    actions = []
+    for v in _votes(Precommit, 0, prop.value.hash, [0, 1, 2, 3]):
+        actions += m.receive(v)
+    assert not any(isinstance(a, Decided) for a in actions)
+    decided = [a for a in m.receive(prop) if isinstance(a, Decided)]
+    assert len(decided) == 1 and decided[0].certificate.verify(D, CHAIN) is None
+    assert not broadcasts(m.start())  # observers never sign
+
+
+def test_three_precommits_are_not_a_quorum_of_five() -> None:
+    m = sm(None)
+    _, prop = _proposal_from_0(output(0))
+    m.receive(prop)
+    for v in _votes(Precommit, 0, prop.value.hash, [0, 1, 2]):
+        assert not any(isinstance(a, Decided) for a in m.receive(v))
+
+
+def test_deadline_fails_the_slot_and_nothing_commits_after() -> None:
+    m = sm(None)
+    _, prop = _proposal_from_0(output(0))
+    m.receive(prop)
+    assert m.on_deadline() == [SlotFailed(SLOT, "no certificate by the end of the agreement phase")]
+    actions = []
+    for v in _votes(Precommit, 0, prop.value.hash, [0, 1, 2, 3, 4]):
+        actions += m.receive(v)
+    assert not any(isinstance(a, Decided) for a in actions)
+    assert m.on_deadline() == [] and m.start() == []
+
+
+def test_no_second_decision() -> None:
+    machines = [sm(i) for i in range(5)]
+    net = run_all(machines, {i: output(i) for i in range(5)})
+    assert len(net.decisions()) == 5
+    assert machines[0].on_deadline() == []
+
+
+def test_equivocation_becomes_evidence_even_after_the_decision() -> None:
+    machines = [sm(i) for i in range(5)]
+    run_all(machines, {i: output(i) for i in range(5)})
+    m = machines[1]
+    twin = Prevote(SLOT, 0, sha256(b"something else")).signed_by(K[3], CHAIN)
+    found = [a for a in m.receive(twin) if isinstance(a, EvidenceFound)]
+    assert len(found) == 1
+    ev = found[0].evidence
+    assert ev.signer == D[3] and ev.check(CHAIN) is None
+    assert m.receive(twin) == []  # reported once
+
+
+def test_jumps_to_a_round_with_f_plus_one_messages() -> None:
+    m = sm(1)
+    m.start()
+    m.receive(Prevote(SLOT, 5, None).signed_by(K[0], CHAIN))
+    assert m.round == 0
+    m.receive(Prevote(SLOT, 5, None).signed_by(K[2], CHAIN))
+    assert m.round == 5 and m.step == Step.PROPOSE
+
+
+def test_proposals_from_a_non_proposer_are_ignored() -> None:
+    m = sm(1)
+    m.start()
+    ann, _ = _proposal_from_0(output(0))
+    m.receive(ann)
+    m.set_local_output(output(1))
+    wrong = Proposal(SLOT, 0, Value(ann.content_hash), -1).signed_by(K[2], CHAIN)
+    m.receive(wrong)
+    assert 0 not in m.proposals
+
+
+def test_journal_repeats_votes_after_a_restart_never_changes_them() -> None:
+    journal = MemoryJournal()
+    first = sm(1, journal=journal)
+    first.set_local_output(output(1))
+    first.start()
+    ann, prop = _proposal_from_0(output(0))
+    first.receive(ann)
+    vote = _prevote_of(first.receive(prop))
+    assert journal.recorded(SLOT, 0, "prevote") == prop.value.hash
+    # restart: same journal, the proposal never arrives this time; the timeout would prevote nil
+    second = sm(1, journal=journal)
+    second.set_local_output(output(1))
+    second.start()
+    again = _prevote_of(second.on_timeout(0, Step.PROPOSE))
+    assert again.value_hash == vote.value_hash == prop.value.hash
+    with pytest.raises(ValueError, match="different prevote"):
+        journal.record(SLOT, 0, "prevote", None)
+
+
+def test_journal_restores_the_lock_and_the_announcement() -> None:
+    journal = MemoryJournal()
+    journal.record(SLOT, 2, "precommit", sha256(b"locked"))
+    journal.record(SLOT, -1, "announce", sha256(b"media-1"))
+    m = sm(1, journal=journal)
+    assert (m.locked_hash, m.locked_round) == (sha256(b"locked"), 2)
+    assert broadcasts(m.set_local_output(output(9))) == []  # a different output than announced: stay silent
+    assert len(broadcasts(sm(1, journal=journal).set_local_output(output(1)))) == 1
+
+
+def test_constructor_checks_directors() -> None:
+    with pytest.raises(ValueError, match="distinct"):
+        SlotAgreement(SLOT, [D[0], D[0]], CHAIN, RECIPE)
+    with pytest.raises(ValueError, match="non-empty"):
+        SlotAgreement(SLOT, [], CHAIN, RECIPE)

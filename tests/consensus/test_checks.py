@@ -1,0 +1,64 @@
+from consensus.checks import MessageChecker
+from consensus.messages import Prevote, Proposal, Value, sha256
+from tests.consensus.conftest import keys
+
+CHAIN = b"chain"
+DIRECTORS = keys(5)
+OUTSIDER = keys(1, "outsider")[0]
+H = sha256(b"v")
+
+
+def _checker() -> MessageChecker:
+    pubs = [k.public_key for k in DIRECTORS]
+    return MessageChecker(CHAIN, lambda slot: pubs if 0 <= slot <= 100 else None)
+
+
+def test_accepts_a_good_message() -> None:
+    c = _checker()
+    msg = Prevote(10, 0, H).signed_by(DIRECTORS[2], CHAIN)
+    assert c.check(msg.encode(), current_slot=10) == msg
+    assert c.accepted == 1 and not c.rejected
+
+
+def test_every_rejection_is_counted_by_reason() -> None:
+    c = _checker()
+    cases = {
+        "malformed_cbor": b"\xff",
+        "stale_slot": Prevote(8, 0, H).signed_by(DIRECTORS[0], CHAIN).encode(),
+        "future_slot": Prevote(12, 0, H).signed_by(DIRECTORS[0], CHAIN).encode(),
+        "not_a_director": Prevote(10, 0, H).signed_by(OUTSIDER, CHAIN).encode(),
+        "not_the_proposer": Proposal(10, 1, Value(H), -1).signed_by(DIRECTORS[0], CHAIN).encode(),
+        "bad_signature": Prevote(10, 0, H).signed_by(DIRECTORS[0], b"other chain").encode(),
+    }
+    for reason, data in cases.items():
+        assert c.check(data, current_slot=10) is None, reason
+        assert c.rejected[reason] == 1, reason
+    assert c.accepted == 0
+
+
+def test_window_edges() -> None:
+    c = _checker()
+    for slot, ok in [(8, False), (9, True), (10, True), (11, True), (12, False)]:
+        msg = Prevote(slot, 0, H).signed_by(DIRECTORS[1], CHAIN)
+        assert (c.check(msg.encode(), current_slot=10) is not None) is ok, slot
+
+
+def test_unknown_directors() -> None:
+    c = MessageChecker(CHAIN, lambda slot: None)
+    assert c.check(Prevote(10, 0, H).signed_by(DIRECTORS[0], CHAIN).encode(), 10) is None
+    assert c.rejected["unknown_directors"] == 1
+
+
+def test_proposer_rotation() -> None:
+    c = _checker()
+    for round_ in range(7):
+        proposer = DIRECTORS[round_ % 5]
+        assert c.check(Proposal(10, round_, Value(H), -1).signed_by(proposer, CHAIN).encode(), 10) is not None
+
+
+def test_a_verified_message_is_not_verified_again_but_still_window_checked() -> None:
+    c = _checker()
+    data = Prevote(10, 0, H).signed_by(DIRECTORS[0], CHAIN).encode()
+    assert c.check(data, 10) is not None
+    assert c.check(data, 10) is not None
+    assert c.check(data, 20) is None and c.rejected["stale_slot"] == 1

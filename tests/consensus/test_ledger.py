@@ -1,0 +1,83 @@
+import pytest
+
+from consensus.certificate import Certificate
+from consensus.evidence import Evidence
+from consensus.ledger import Ledger, LedgerError
+from consensus.membership import Genesis
+from consensus.messages import Precommit, Prevote, Value, sha256
+from tests.consensus.conftest import keys, validators
+
+SIGNERS = keys(12)
+BY_KEY = {s.public_key: s for s in SIGNERS}
+
+
+def genesis(**kw) -> Genesis:
+    return Genesis(validators(SIGNERS), genesis_time=0.0, seed=b"g", **kw)
+
+
+def certify(ledger: Ledger, slot: int, value: Value) -> Certificate:
+    directors = ledger.directors(slot)
+    sigs = tuple(
+        sorted(
+            (d, Precommit(slot, 0, value.hash).signed_by(BY_KEY[d], ledger.chain_id).signature)
+            for d in directors[:4]
+        )
+    )
+    return Certificate(slot, 0, value, sigs)
+
+
+def test_same_chain_same_directors_and_beacons() -> None:
+    a, b = Ledger(genesis()), Ledger(genesis())
+    for slot in range(6):
+        cert = certify(a, slot, Value(sha256(b"m%d" % slot), b'{"slot": %d}' % (slot + 1)))
+        a.apply(cert)
+        b.apply(cert)
+    assert [a.directors(s) for s in range(10)] == [b.directors(s) for s in range(10)]
+    assert a.beacon(7) == a.certificates[5].hash  # lag 2: slot 7 draws from slot 5's certificate
+    assert a.beacon(1) == a.beacon(0)  # before any certificate counts: the genesis beacon
+    assert a.recipe(4) == b'{"slot": 4}' and a.recipe(100) is None
+
+
+def test_rejects_bad_and_conflicting_certificates() -> None:
+    ledger = Ledger(genesis())
+    good = certify(ledger, 3, Value(sha256(b"x")))
+    with pytest.raises(LedgerError, match="3 precommits, quorum is 4"):
+        ledger.apply(Certificate(3, 0, good.value, good.signatures[:3]))
+    ledger.apply(good)
+    ledger.apply(good)  # the same certificate again is fine
+    with pytest.raises(LedgerError, match="conflicting certificates for slot 3"):
+        ledger.apply(certify(ledger, 3, Value(sha256(b"y"))))
+
+
+def test_committed_evidence_bars_the_signer_from_later_elections() -> None:
+    ledger = Ledger(genesis())
+    culprit = ledger.directors(1)[0]
+    key = BY_KEY[culprit]
+    ev = Evidence.of(
+        Prevote(1, 0, sha256(b"a")).signed_by(key, ledger.chain_id),
+        Prevote(1, 0, None).signed_by(key, ledger.chain_id),
+    )
+    ledger.apply(certify(ledger, 1, Value(sha256(b"m1"))))
+    ledger.apply(certify(ledger, 2, Value(sha256(b"m2"), None, (ev.encode(),))))
+    assert culprit in ledger.barred(4)
+    assert culprit not in ledger.barred(3)  # not before the beacon lag has passed
+    for slot in range(4, 60):
+        assert culprit not in ledger.directors(slot)
+
+
+def test_evidence_against_a_non_director_is_ignored() -> None:
+    ledger = Ledger(genesis())
+    outsider = next(s for s in SIGNERS if s.public_key not in ledger.directors(1))
+    ev = Evidence.of(
+        Prevote(1, 0, sha256(b"a")).signed_by(outsider, ledger.chain_id),
+        Prevote(1, 0, None).signed_by(outsider, ledger.chain_id),
+    )
+    ledger.apply(certify(ledger, 2, Value(sha256(b"m2"), None, (ev.encode(),))))
+    assert outsider.public_key not in ledger.barred(10)
+
+
+def test_cooldown_passes_over_recent_directors() -> None:
+    ledger = Ledger(genesis(cooldown_slots=1))
+    ledger.apply(certify(ledger, 0, Value(sha256(b"m0"))))
+    recent = set(ledger.directors(0))
+    assert not recent & set(ledger.directors(2))
