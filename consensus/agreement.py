@@ -162,6 +162,7 @@ class SlotAgreement:
         self._detector = EquivocationDetector()
         self.evidence: list[Evidence] = []
         self._evidence_ok: dict[bytes, bool] = {}
+        self._agreement: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
         self._restore_lock()
 
     # -- inputs --------------------------------------------------------------------------------------
@@ -271,10 +272,13 @@ class SlotAgreement:
 
     # -- validity -------------------------------------------------------------------------------------
     def _agree(self, a: Announce | LocalOutput, b: Announce) -> bool:
-        return (
-            cosine(a.embedding_b, b.embedding_b) >= self.config.threshold_b
-            and cosine(a.embedding_l, b.embedding_l) >= self.config.threshold_l
-        )
+        key = (a.embedding_b, a.embedding_l, b.embedding_b, b.embedding_l)
+        if key not in self._agreement:  # rules re-check validity often; the cosines never change
+            self._agreement[key] = (
+                cosine(a.embedding_b, b.embedding_b) >= self.config.threshold_b
+                and cosine(a.embedding_l, b.embedding_l) >= self.config.threshold_l
+            )
+        return self._agreement[key]
 
     def _announce_of(self, candidate: bytes) -> Announce | None:
         for ann in self._all_announces():

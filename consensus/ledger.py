@@ -7,7 +7,7 @@ node that holds the same certificates elects the same directors:
   lag lets a certificate spread before anyone elects from it), else the
   genesis seed's hash;
 - evidence carried in a certificate for a slot <= s - beacon_lag bars its
-  signer from elections for s on, and sets its reputation to 0;
+  signer from elections for s on (its reputation no longer counts at all);
 - cooldown: directors of the `cooldown_slots` certified slots before s -
   beacon_lag + 1 are passed over first;
 - recipe(s): the next recipe fixed by the certificate of slot s - 1, else None
@@ -68,16 +68,13 @@ class Ledger:
             recent = sorted((s for s in self.certificates if s <= horizon), reverse=True)[: g.cooldown_slots]
             for s in recent:
                 cooling.update(self.directors(s))
-        barred = self.barred(slot)
-        reputations = {v.public_key: (0.0 if v.public_key in barred else v.reputation) for v in g.validators}
         chosen = elect_directors(
             g.validators,
             self.beacon(slot),
             slot,
             count=g.directors_per_slot,
             max_per_region=g.max_directors_per_region,
-            reputations=reputations,
-            excluded=barred,
+            excluded=self.barred(slot),
             cooling=cooling,
         )
         self._directors[slot] = chosen  # `apply` forgets the elections a new certificate could change

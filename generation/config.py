@@ -155,6 +155,25 @@ class VerificationSettings(_Strict):
         return self
 
 
+class LatencyCeilings(_Strict):
+    lane0: int = Field(3000, ge=1, le=3_600_000, description="on-air: must fit the slot budget")
+    lane1: int = Field(60000, ge=1, le=3_600_000, description="off-air work")
+
+
+class PluginSettings(_Strict):
+    """The operator's plugin policy. A plugin that asks for more than this allows is refused, with the reason."""
+
+    enabled: bool = False
+    directory: Path | None = None
+    max_vram_gb: float = Field(0.5, ge=0, le=80)
+    latency_ceiling_ms: LatencyCeilings = LatencyCeilings()
+    allowlist: tuple[str, ...] = Field((), description="names that may load; empty: any")
+    trusted: tuple[str, ...] = Field((), description="names that run inside the node; others run isolated")
+    allow_untrusted: bool = Field(
+        False, description="let plugins not in `trusted` load (each call in its own process)"
+    )
+
+
 class GenerationSettings(_Strict):
     device: DeviceSettings = DeviceSettings()
     vram: VRAMSettings = VRAMSettings()
@@ -163,6 +182,7 @@ class GenerationSettings(_Strict):
     pipeline: PipelineSettings = PipelineSettings()
     flux: FluxSettings = FluxSettings()
     verification: VerificationSettings = VerificationSettings()
+    plugins: PluginSettings = PluginSettings()
 
     # -- constructors -------------------------------------------------------------------------------
     @classmethod

@@ -34,6 +34,9 @@ from generation.models.clip import ClipEnsemble, VerificationResult, load_clip
 from generation.models.flux import load_flux_schnell
 from generation.models.tiny import materialise
 from generation.models.warp import StillWarp
+from generation.plugins.errors import PluginError
+from generation.plugins.host import PluginHost
+from generation.plugins.rendering import decode_png_frames_into, decode_png_into
 from generation.recipe import Recipe
 from generation.registry import ModelRegistry
 from generation.utils.memory import log_vram_snapshot
@@ -113,6 +116,7 @@ class VortexPipeline:
         self.registry = ModelRegistry(self.device, s.models.budgets_gb.model_dump())
 
         started = time.perf_counter()
+        self.plugins = PluginHost.from_config(settings=s)
         self._load_models()
         self._allocate_buffers()
         self.cold_start_sec = time.perf_counter() - started
@@ -246,23 +250,59 @@ class VortexPipeline:
             return 0
 
         audio_samples = 0
+        renderer = self._renderer_stage(recipe, notes)
+        size = s.buffers.actor if renderer == "actor" else s.buffers.video
+        payload = {
+            "slot_id": slot_id,
+            "seed": seed,
+            "prompt": visual.prompt,
+            "negative_prompt": visual.negative_prompt,
+            "script": recipe.audio_track.script,
+            "width": size.width,
+            "height": size.height,
+            "num_frames": num_frames,
+            "params": recipe.renderer.params if recipe.renderer else {},
+        }
 
         async def run_audio() -> None:
             nonlocal audio_samples
             audio_samples = await self._stage(clock, "audio", audio)
 
+        async def run_actor() -> None:
+            if renderer == "actor":
+                output = await self._run_renderer(clock, recipe, payload, notes)
+                if output is not None:
+                    await self._stage(
+                        clock, "actor", decode_png_into, output["image_png_base64"], self.actor_buffer
+                    )
+                    return
+            await self._stage(clock, "actor", actor)
+
         if s.pipeline.parallel_audio_actor:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run_audio)
-                tg.start_soon(self._stage, clock, "actor", actor)
+                tg.start_soon(run_actor)
         else:
             await run_audio()
-            await self._stage(clock, "actor", actor)
+            await run_actor()
 
-        frames = await self._stage(
-            clock, "warp", self.warp.render, self.actor_buffer, self.video_buffer, num_frames
-        )
-        notes.append(f"warp: '{self.warp.mode}' (the actor held still; LivePortrait is not loaded)")
+        warp_mode = self.warp.mode
+        output = await self._run_renderer(clock, recipe, payload, notes) if renderer == "warp" else None
+        if output is not None:
+            frames = await self._stage(
+                clock,
+                "warp",
+                decode_png_frames_into,
+                output["frames_png_base64"],
+                self.video_buffer,
+                num_frames,
+            )
+            warp_mode = f"plugin:{recipe.renderer.name}"
+        else:
+            frames = await self._stage(
+                clock, "warp", self.warp.render, self.actor_buffer, self.video_buffer, num_frames
+            )
+            notes.append(f"warp: '{self.warp.mode}' (the actor held still; LivePortrait is not loaded)")
         verification: VerificationResult = await self._stage(
             clock, "verify", self.clip_ensemble.verify, frames, visual.prompt
         )
@@ -277,10 +317,40 @@ class VortexPipeline:
             verification=verification,
             seed=seed,
             recipe_hash=recipe.content_hash(),
-            warp_mode=self.warp.mode,
+            warp_mode=warp_mode,
             stage_times_ms=dict(clock.times_ms),
             notes=notes,
         )
+
+    def _renderer_stage(self, recipe: Recipe, notes: list[str]) -> str | None:
+        """The stage the recipe's renderer replaces, or None (no renderer, or one that cannot be used)."""
+        if recipe.renderer is None:
+            return None
+        try:
+            manifest = self.plugins.manifest(recipe.renderer.name)
+        except PluginError as exc:
+            notes.append(f"renderer: {exc}; the built-in path is used")
+            return None
+        if "lane0" not in manifest.supported_lanes:
+            notes.append(
+                f"renderer: plugin '{manifest.name}' is not an on-air (lane0) plugin; the built-in path is used"
+            )
+            return None
+        return manifest.replaces
+
+    async def _run_renderer(
+        self, clock: _StageClock, recipe: Recipe, payload: dict, notes: list[str]
+    ) -> dict | None:
+        """Run the recipe's renderer in lane0; None (and a note) if it fails, so the built-in path runs."""
+        name = recipe.renderer.name
+        try:
+            with clock.track(f"plugin:{name}"):
+                output = await self.plugins.run(name, payload, lane="lane0")
+        except PluginError as exc:
+            notes.append(f"renderer: {exc}; the built-in path is used")
+            return None
+        notes.append(f"renderer: plugin '{name}' rendered the {self.plugins.manifest(name).replaces} stage")
+        return output
 
     async def _stage(self, clock: _StageClock, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Check memory, then run `fn` in a worker thread, timed under `name`; errors become `StageError`."""

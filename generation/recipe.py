@@ -23,6 +23,7 @@ VOICES: tuple[str, ...] = ("rick_c137", "morty", "summer", "jerry", "beth")
 Emotion = Literal["neutral", "excited", "sad", "angry", "manic"]
 MAX_SCRIPT_CHARS = 5000
 MAX_PROMPT_CHARS = 2000
+MAX_RENDERER_PARAMS_BYTES = 4096
 
 
 class _Strict(BaseModel):
@@ -66,11 +67,30 @@ class VisualTrack(_Strict):
         return _not_blank(v)
 
 
+class RendererRef(_Strict):
+    """A plugin renderer the recipe asks for; it replaces the stage its manifest names."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _small_json(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            size = len(json.dumps(v, allow_nan=False))
+        except (TypeError, ValueError):
+            raise ValueError("must be plain JSON data") from None
+        if size > MAX_RENDERER_PARAMS_BYTES:
+            raise ValueError(f"larger than {MAX_RENDERER_PARAMS_BYTES} bytes of JSON")
+        return v
+
+
 class Recipe(_Strict):
     audio_track: AudioTrack
     visual_track: VisualTrack
     seed: int | None = Field(None, ge=0, lt=2**63)
     duration_sec: float | None = Field(None, gt=0)
+    renderer: RendererRef | None = None
 
     @classmethod
     def parse(cls, data: Any, *, max_duration_sec: float | None = None) -> Recipe:

@@ -72,6 +72,47 @@ def _cmd_weights_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_plugins_list(args: argparse.Namespace) -> int:
+    from generation.config import GenerationSettings
+    from generation.plugins import PluginHost
+
+    settings = GenerationSettings.load(args.config)
+    if not settings.plugins.enabled:
+        print("plugins are disabled (plugins.enabled is false)")
+        return EXIT_OK
+    host = PluginHost.from_config(settings=settings)
+    for name in host.registry.list_plugins():
+        plugin = host.registry.get(name)
+        m = plugin.manifest
+        where = "in-process" if plugin.trusted else "isolated"
+        replaces = f", replaces {m.replaces}" if m.replaces else ""
+        print(f"{name} {m.version}: {', '.join(m.supported_lanes)}{replaces}, {m.max_latency_ms} ms, {where}")
+    for name, reason in sorted(host.registry.refused.items()):
+        print(f"refused {name}: {reason}")
+    for reason in host.registry.errors.values():
+        print(f"error: {reason}")
+    return EXIT_OK
+
+
+def _cmd_plugins_check(args: argparse.Namespace) -> int:
+    from generation.config import GenerationSettings
+    from generation.plugins import PluginRegistry
+
+    policy = GenerationSettings.load(args.config).plugins if args.config else None
+    if policy is None:  # check the manifests alone: a policy that refuses nothing
+        from generation.config import PluginSettings
+
+        policy = PluginSettings(enabled=True, allow_untrusted=True, max_vram_gb=80)
+    registry = PluginRegistry.discover(args.dir, policy)
+    for name in registry.list_plugins():
+        print(f"ok {name}")
+    for name, reason in sorted(registry.refused.items()):
+        print(f"refused {name}: {reason}")
+    for reason in registry.errors.values():
+        print(f"error: {reason}")
+    return EXIT_OK if not (registry.errors or registry.refused) else EXIT_BAD_INPUT
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="icn-node", description="A peer of the Interdimensional Cable Network."
@@ -103,6 +144,17 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("dir", help="weights directory")
     chk.add_argument("--models", nargs="*", help="subset of models (default: all)")
     chk.set_defaults(func=_cmd_weights_check)
+
+    plugins = sub.add_parser("plugins", help="renderer plugins").add_subparsers(
+        dest="plugins_cmd", required=True
+    )
+    pl = plugins.add_parser("list", help="the plugins the config's policy loads, and those it refuses")
+    pl.add_argument("--config", help="engine config (.yaml, or .toml with a [generation] table)")
+    pl.set_defaults(func=_cmd_plugins_list)
+    pc = plugins.add_parser("check", help="check every plugin manifest in a directory")
+    pc.add_argument("dir", help="plugin directory (one subfolder per plugin)")
+    pc.add_argument("--config", help="also apply this config's plugin policy")
+    pc.set_defaults(func=_cmd_plugins_check)
     return parser
 
 

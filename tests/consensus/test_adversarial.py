@@ -76,11 +76,9 @@ def test_the_scheduler_finds_the_double_commit_that_a_three_of_five_quorum_allow
 
     This checks the checker: the same sweep that passes with quorum 4 must fail with 3.
     """
-    violations = []
     for seed in range(300):
         base = Scenario.from_seed(seed, quorum_size=3)
         sc = dataclasses.replace(base, byzantine="equivocate", byzantine_index=0, outputs_differ=True)
-        out = run(sc)
-        if len(out.certifiable_values(3)) > 1:
-            violations.append(seed)
-    assert violations, "expected the 3-of-5 quorum to be broken by some seed"
+        if len(run(sc).certifiable_values(3)) > 1:
+            return  # found one (seed 215 at the time of writing)
+    pytest.fail("expected the 3-of-5 quorum to be broken by some seed in 0..299")

@@ -101,3 +101,69 @@ def test_fake_evidence_is_refused() -> None:
         .check(CHAIN)
         .startswith("messages are not for")
     )
+
+
+def _cert_items(**changes):
+    good = cert([0, 1, 2, 3])
+    items = [
+        1,
+        "certificate",
+        good.slot,
+        good.round,
+        good.value.to_cbor(),
+        [[s, sig] for s, sig in good.signatures],
+    ]
+    for index, value in changes.items():
+        items[int(index[1:])] = value
+    return items
+
+
+@pytest.mark.parametrize(
+    ("items", "reason", "text"),
+    [
+        (_cert_items(i0=2), "bad_version", "version 2"),
+        (_cert_items(i0=True), "bad_version", "version True"),
+        (_cert_items(i1="vote"), "unknown_kind", "'vote'"),
+        (_cert_items(i2=-1), "bad_field", "slot must be"),
+        (_cert_items(i2=2**62 + 1), "bad_field", "slot must be"),
+        (_cert_items(i3=-1), "bad_field", "round must be"),
+        (_cert_items(i3=1001), "bad_field", "round must be"),
+        (_cert_items(i5="sigs"), "bad_field", "signatures must be an array"),
+        (_cert_items(i5=[[b"\x01" * 32, b"\x02" * 64]] * 1001), "bad_field", "signatures has more than 1000"),
+        (_cert_items(i5=[[b"\x01" * 32]]), "bad_field", "signature must have 2 items"),
+        (_cert_items(i5=[[b"\x01" * 31, b"\x02" * 64]]), "bad_field", "signer must be 32 bytes"),
+        (_cert_items(i5=[[b"\x01" * 32, b"\x02" * 63]]), "bad_field", "signature must be 64 bytes"),
+        (_cert_items()[:5], "bad_field", "certificate must have 6 items"),
+    ],
+)
+def test_certificate_decode_rejections(items, reason: str, text: str) -> None:
+    from consensus.messages import canonical
+
+    with pytest.raises(DecodeError, match=text) as info:
+        Certificate.decode(canonical(items))
+    assert info.value.reason == reason
+
+
+def test_certificate_edge_values_decode() -> None:
+    from consensus.messages import canonical
+
+    items = _cert_items(i2=0, i3=0)
+    assert Certificate.decode(canonical(items)).slot == 0
+    edge = _cert_items(i2=2**62, i3=1000)
+    assert Certificate.decode(canonical(edge)).round == 1000
+
+
+def test_non_canonical_certificate() -> None:
+    import cbor2
+
+    good = cert([0, 1, 2, 3])
+    loose = cbor2.dumps(_cert_items()[:2] + [9] + _cert_items()[3:]).replace(b"\x09", b"\x18\x09", 1)
+    with pytest.raises(DecodeError, match="not the canonical encoding") as info:
+        Certificate.decode(loose)
+    assert info.value.reason == "non_canonical"
+    assert Certificate.decode(good.encode()) == good
+
+
+def test_decode_error_message() -> None:
+    assert str(DecodeError("bad_field", "x is wrong")) == "bad_field: x is wrong"
+    assert str(DecodeError("too_large")) == "too_large"

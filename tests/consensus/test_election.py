@@ -8,6 +8,10 @@ from consensus.election import elect_directors
 from consensus.membership import Genesis, Validator, quorum
 from tests.consensus.conftest import keys, validators
 
+# Known answers (see test_known_answer_election): a change breaks agreement across releases.
+KNOWN = [4, 5, 6, 8, 7]
+KNOWN_BIG_SLOT = [2, 4, 8, 1, 3]
+
 
 def test_deterministic_and_independent_of_listing_order(genesis: Genesis) -> None:
     vals = list(genesis.validators)
@@ -89,3 +93,45 @@ def test_chain_id_commits_to_the_genesis(genesis: Genesis) -> None:
     other = Genesis(genesis.validators, genesis.genesis_time, seed=b"other")
     assert genesis.chain_id != other.chain_id
     assert genesis.chain_id == Genesis(genesis.validators, genesis.genesis_time, seed=b"seed").chain_id
+
+
+def test_known_answer_election() -> None:
+    vals = validators(
+        keys(10), regions=["a", "b", "c", "d", "e"] * 2, reputations=[float(i) for i in range(10)]
+    )
+    index = {v.public_key: i for i, v in enumerate(vals)}
+    assert [index[k] for k in elect_directors(vals, b"\x00" * 32, 7)] == KNOWN
+    assert [index[k] for k in elect_directors(vals, b"\x00" * 32, 2**40)] == KNOWN_BIG_SLOT
+
+
+def test_default_region_cap_is_two() -> None:
+    vals = validators(keys(9), regions=["eu"] * 9)
+    assert len(elect_directors(vals, b"b", 3)) == 2
+
+
+def test_reputation_overrides_change_the_weights() -> None:
+    s = keys(2)
+    vals = validators(s, regions=["a", "b"], reputations=[0.0, 8.0])
+    flat = {s[1].public_key: 0.0}
+    wins = Counter(
+        elect_directors(vals, b"beacon", slot, count=1, reputations=flat)[0] for slot in range(4000)
+    )
+    assert wins[s[1].public_key] / 4000 == pytest.approx(0.5, abs=0.03)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"slot_sec": 0}, "slot_sec must be positive"),
+        ({"directors_per_slot": 0}, "directors_per_slot must be at least 1"),
+        ({"beacon_lag": 0}, "beacon_lag must be at least 1"),
+    ],
+)
+def test_genesis_bounds(signers, kw, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Genesis(validators(signers), 0.0, **kw)
+
+
+def test_genesis_smallest_valid_values(signers) -> None:
+    g = Genesis(validators(signers), 0.0, slot_sec=0.5, directors_per_slot=1, beacon_lag=1)
+    assert g.slot_at(1.2) == 2

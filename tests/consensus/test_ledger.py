@@ -9,6 +9,11 @@ from tests.consensus.conftest import keys, validators
 
 SIGNERS = keys(12)
 BY_KEY = {s.public_key: s for s in SIGNERS}
+# Known answers for genesis() below (12 validators in 4 regions, seed b"g"): changing them breaks
+# agreement between nodes of different releases, so a change here must be deliberate.
+KNOWN_SLOT0 = [8, 10, 11, 0, 1]
+KNOWN_SLOT1 = [6, 9, 10, 0, 7]
+KNOWN_BEACON = "b74f92af41578e73"
 
 
 def genesis(**kw) -> Genesis:
@@ -81,3 +86,52 @@ def test_cooldown_passes_over_recent_directors() -> None:
     ledger.apply(certify(ledger, 0, Value(sha256(b"m0"))))
     recent = set(ledger.directors(0))
     assert not recent & set(ledger.directors(2))
+
+
+def test_known_answer_directors_pin_the_election() -> None:
+    """Every node, and every release, must elect the same directors from the same chain."""
+    ledger = Ledger(genesis())
+    index = {s.public_key: i for i, s in enumerate(SIGNERS)}
+    assert [index[d] for d in ledger.directors(0)] == KNOWN_SLOT0
+    assert [index[d] for d in ledger.directors(1)] == KNOWN_SLOT1
+    assert ledger.beacon(0).hex()[:16] == KNOWN_BEACON
+
+
+def test_genesis_settings_reach_the_election() -> None:
+    ledger = Ledger(genesis(directors_per_slot=3, max_directors_per_region=1))
+    for slot in range(10):
+        chosen = ledger.directors(slot)
+        assert len(chosen) == 3
+        regions = [v.region for v in ledger.genesis.validators if v.public_key in chosen]
+        assert len(set(regions)) == 3
+
+
+def test_cooldown_takes_the_newest_certified_slots() -> None:
+    ledger = Ledger(genesis(cooldown_slots=1, beacon_lag=1))
+    ledger.apply(certify(ledger, 0, Value(sha256(b"m0"))))
+    ledger.apply(certify(ledger, 1, Value(sha256(b"m1"))))
+    assert not set(ledger.directors(1)) & set(ledger.directors(2))
+
+
+def test_a_new_certificate_refreshes_elections_it_changes() -> None:
+    ledger = Ledger(genesis())
+    before = ledger.directors(5)  # cached with the genesis beacon
+    ledger.apply(certify(ledger, 3, Value(sha256(b"m3"))))
+    assert ledger.beacon(5) == ledger.certificates[3].hash
+    fresh = Ledger(genesis())
+    fresh.apply(certify(fresh, 3, Value(sha256(b"m3"))))
+    assert ledger.directors(5) == fresh.directors(5)
+    assert before != ledger.directors(5) or before == fresh.directors(5)
+
+
+def test_barred_reads_every_old_certificate_and_skips_bad_evidence() -> None:
+    ledger = Ledger(genesis())
+    culprit = ledger.directors(2)[1]
+    key = BY_KEY[culprit]
+    ev = Evidence.of(
+        Prevote(2, 0, sha256(b"a")).signed_by(key, ledger.chain_id),
+        Prevote(2, 0, None).signed_by(key, ledger.chain_id),
+    )
+    ledger.apply(certify(ledger, 9, Value(sha256(b"m9"))))  # applied first, beyond the horizon below
+    ledger.apply(certify(ledger, 2, Value(sha256(b"m2"), None, (b"garbage", ev.encode()))))
+    assert culprit in ledger.barred(5)
