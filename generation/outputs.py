@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 if TYPE_CHECKING:
+    from generation.media import SlotMedia
     from generation.pipeline import GenerationResult
 
 
@@ -23,10 +24,19 @@ def _to_uint8_hwc(image: torch.Tensor) -> Any:
     return image.permute(1, 2, 0).contiguous().numpy()
 
 
-def result_summary(result: GenerationResult) -> dict[str, Any]:
+def result_summary(result: GenerationResult, media: SlotMedia | None = None) -> dict[str, Any]:
     """Everything about the result but its pixels and samples, as JSON-ready data."""
     v = result.verification
     return {
+        "media": None
+        if media is None
+        else {
+            "mp4": media.mp4_path.name,
+            "wav": media.wav_path.name,
+            "content_hash": media.content_hash,
+            "size_bytes": media.size_bytes,
+            "duration_sec": media.duration_sec,
+        },
         "slot_id": result.slot_id,
         "success": result.success,
         "error_msg": result.error_msg,
@@ -52,7 +62,7 @@ def result_summary(result: GenerationResult) -> dict[str, Any]:
     }
 
 
-def write_result(result: GenerationResult, out_dir: str | Path) -> Path:
+def write_result(result: GenerationResult, out_dir: str | Path, media: SlotMedia | None = None) -> Path:
     """Write `actor.png`, `frames/NNNNNN.png` and `result.json` under `out_dir`; return the JSON's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -64,5 +74,5 @@ def write_result(result: GenerationResult, out_dir: str | Path) -> Path:
         for i, frame in enumerate(result.video_frames):
             Image.fromarray(_to_uint8_hwc(frame)).save(frames_dir / f"{i:06d}.png")
     path = out / "result.json"
-    path.write_text(json.dumps(result_summary(result), indent=2))
+    path.write_text(json.dumps(result_summary(result, media), indent=2))
     return path

@@ -20,6 +20,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 def _cmd_generate(args: argparse.Namespace) -> int:
     import anyio
 
+    from generation.media import write_slot_media
     from generation.outputs import write_result
     from generation.pipeline import VortexPipeline
     from generation.recipe import Recipe
@@ -38,7 +39,17 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
     print(f"generating slot {args.slot_id} ...", file=sys.stderr)
     result = anyio.run(pipeline.generate_slot, text, args.slot_id)
-    path = write_result(result, args.out)
+    media = None
+    if result.success:
+        b = pipeline.settings.buffers
+        media = write_slot_media(
+            result.video_frames,
+            result.audio_waveform,
+            args.out,
+            fps=b.video.fps,
+            sample_rate=b.audio.sample_rate,
+        )
+    path = write_result(result, args.out, media)
     if not result.success:
         print(f"slot failed: {result.error_msg}", file=sys.stderr)
         return EXIT_FAILED
@@ -122,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="generate one slot from a recipe file with the Vortex engine")
     gen.add_argument("--recipe", required=True, help="recipe JSON file")
-    gen.add_argument("--out", required=True, help="output directory (actor.png, frames/, result.json)")
+    gen.add_argument(
+        "--out", required=True, help="output directory (slot.mp4, slot.wav, actor.png, frames/, result.json)"
+    )
     gen.add_argument("--config", help="engine config (.yaml, or .toml with a [generation] table)")
     gen.add_argument(
         "--slot-id", type=int, default=0, help="slot number (seeds the noise when the recipe has none)"

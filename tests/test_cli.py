@@ -53,6 +53,10 @@ def test_generate_writes_actor_frames_and_result(
     from PIL import Image
 
     assert Image.open(out / "actor.png").size == (64, 64)
+    from generation.media import file_sha256
+
+    assert summary["media"]["content_hash"] == file_sha256(out / "slot.mp4")
+    assert (out / "slot.wav").is_file()
 
 
 def test_generate_rejects_a_bad_recipe_before_loading(tiny_config: Path, tmp_path: Path, capsys) -> None:

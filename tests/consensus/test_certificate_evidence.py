@@ -167,3 +167,43 @@ def test_non_canonical_certificate() -> None:
 def test_decode_error_message() -> None:
     assert str(DecodeError("bad_field", "x is wrong")) == "bad_field: x is wrong"
     assert str(DecodeError("too_large")) == "too_large"
+
+
+def _evidence_items(**changes):
+    a = Prevote(9, 1, sha256(b"a")).signed_by(K[2], CHAIN)
+    b = Prevote(9, 1, None).signed_by(K[2], CHAIN)
+    ev = Evidence.of(a, b)
+    items = [1, "evidence", ev.first.encode(), ev.second.encode()]
+    for index, value in changes.items():
+        items[int(index[1:])] = value
+    return items
+
+
+@pytest.mark.parametrize(
+    ("items", "reason", "text"),
+    [
+        (_evidence_items(i0=2), "bad_field", "not version-1 evidence"),
+        (_evidence_items(i1="proof"), "bad_field", "not version-1 evidence"),
+        (_evidence_items(i2="text"), "bad_field", "first must be bytes"),
+        (_evidence_items(i3=7), "bad_field", "second must be bytes"),
+        (_evidence_items(i2=b"\xff"), "malformed_cbor", ""),
+        (_evidence_items()[:3], "bad_field", "evidence must have 4 items"),
+    ],
+)
+def test_evidence_decode_rejections(items, reason: str, text: str) -> None:
+    from consensus.messages import canonical
+
+    with pytest.raises(DecodeError, match=text) as info:
+        Evidence.decode(canonical(items))
+    assert info.value.reason == reason
+
+
+def test_evidence_must_be_canonically_ordered() -> None:
+    from consensus.messages import canonical
+
+    items = _evidence_items()
+    swapped = [items[0], items[1], items[3], items[2]]
+    with pytest.raises(DecodeError, match="not the canonical encoding of the evidence") as info:
+        Evidence.decode(canonical(swapped))
+    assert info.value.reason == "non_canonical"
+    assert Evidence.decode(canonical(items)).signer == D[2]

@@ -62,3 +62,31 @@ def test_a_verified_message_is_not_verified_again_but_still_window_checked() -> 
     assert c.check(data, 10) is not None
     assert c.check(data, 10) is not None
     assert c.check(data, 20) is None and c.rejected["stale_slot"] == 1
+
+
+def test_signatures_are_verified_once_per_message_and_the_cache_is_bounded(monkeypatch) -> None:
+    from consensus import messages
+
+    calls = []
+    real = messages.Signed.verify
+
+    def counting(self, chain_id):
+        calls.append(self.message_id)
+        return real(self, chain_id)
+
+    monkeypatch.setattr(messages.Signed, "verify", counting)
+    pubs = [k.public_key for k in DIRECTORS]
+    c = MessageChecker(CHAIN, lambda slot: pubs, cache_size=2)
+    a, b, d = (Prevote(10, r, H).signed_by(DIRECTORS[0], CHAIN).encode() for r in range(3))
+    assert c.check(a, 10) is not None and c.check(a, 10) is not None
+    assert len(calls) == 1  # the second copy was not verified again
+    c.check(b, 10)
+    c.check(d, 10)  # evicts a, the oldest
+    assert len(calls) == 3
+    assert c.check(b, 10) is not None and len(calls) == 3  # b is still cached
+    assert c.check(a, 10) is not None and len(calls) == 4  # a was evicted: verified again
+    assert c.check(a, 10) == Prevote(10, 0, H).signed_by(DIRECTORS[0], CHAIN)
+
+
+def test_the_default_cache_holds_4096_messages() -> None:
+    assert MessageChecker(CHAIN, lambda slot: None)._cache_size == 4096
