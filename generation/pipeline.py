@@ -39,6 +39,7 @@ from generation.plugins.host import PluginHost
 from generation.plugins.rendering import decode_png_frames_into, decode_png_into
 from generation.recipe import Recipe
 from generation.registry import ModelRegistry
+from generation.speech.kokoro_onnx import PhonemeTiming, SpeechError, SpeechResult, WordTiming, load_kokoro
 from generation.utils.memory import log_vram_snapshot
 from generation.vram import MemoryPressureError, VRAMMonitor
 from generation.weights.layout import CLIP_B, CLIP_L, FLUX_SCHNELL, ModelLayout
@@ -71,6 +72,8 @@ class GenerationResult:
     warp_mode: str | None = None
     stage_times_ms: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    words: list[WordTiming] = field(default_factory=list)  # derived; sample ranges in audio_waveform
+    phonemes: list[PhonemeTiming] = field(default_factory=list)
 
 
 class _StageClock:
@@ -167,6 +170,8 @@ class VortexPipeline:
             threshold_ensemble=v.threshold_ensemble,
             outlier_margin=v.outlier_margin,
         )
+        if s.speech.source == "onnx":
+            self.registry.load("kokoro", lambda: load_kokoro(str(dev), threads=s.speech.threads))
         self.warp = StillWarp()
 
     def _allocate_buffers(self) -> None:
@@ -245,9 +250,31 @@ class VortexPipeline:
                 output=self.actor_buffer,
             )
 
+        speech: SpeechResult | None = None
+
         def audio() -> int:
-            notes.append("audio: no speech model is loaded yet; the audio track is empty")
-            return 0
+            nonlocal speech
+            if "kokoro" not in self.registry:
+                notes.append("audio: no speech model (speech.source is 'none'); the audio track is empty")
+                return 0
+            track = recipe.audio_track
+            try:
+                speech = self.registry.get_model("kokoro").synthesize_with_timings(
+                    track.script,
+                    track.voice_id,
+                    track.speed,
+                    track.emotion,
+                    max_duration_sec=duration,
+                    output=self.audio_buffer,
+                )
+            except SpeechError as exc:
+                raise StageError("audio", str(exc)) from exc
+            if speech.truncated:
+                notes.append(
+                    f"audio: the script was cut to {speech.sentences_spoken} of {speech.sentences_total} "
+                    f"sentences to fit {duration:g} s"
+                )
+            return speech.audio.numel()
 
         audio_samples = 0
         renderer = self._renderer_stage(recipe, notes)
@@ -320,6 +347,8 @@ class VortexPipeline:
             warp_mode=warp_mode,
             stage_times_ms=dict(clock.times_ms),
             notes=notes,
+            words=list(speech.words) if speech else [],
+            phonemes=list(speech.phonemes) if speech else [],
         )
 
     def _renderer_stage(self, recipe: Recipe, notes: list[str]) -> str | None:

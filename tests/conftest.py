@@ -38,7 +38,7 @@ def pipeline(tiny_cache: Path):
 @pytest.fixture
 def recipe() -> dict:
     return {
-        "audio_track": {"script": "Welcome to the Interdimensional Cable Network!", "voice_id": "rick_c137"},
+        "audio_track": {"script": "Welcome, viewers!", "voice_id": "rick_c137"},
         "visual_track": {
             "prompt": "a mad scientist in a laboratory",
             "negative_prompt": "blurry, low quality",

@@ -35,7 +35,7 @@ def test_result_keeps_the_seed_fields_in_order() -> None:
 
 
 def test_models_are_loaded_once_and_buffers_preallocated(pipeline: VortexPipeline) -> None:
-    assert sorted(pipeline.registry.names()) == ["clip_b", "clip_l", "flux"]
+    assert sorted(pipeline.registry.names()) == ["clip_b", "clip_l", "flux", "kokoro"]
     b = pipeline.settings.buffers
     assert pipeline.actor_buffer.shape == (3, b.actor.height, b.actor.width)
     assert pipeline.video_buffer.shape == (b.video.frames, 3, b.video.height, b.video.width)
@@ -64,9 +64,12 @@ async def test_generates_a_slot(pipeline: VortexPipeline, recipe: dict) -> None:
     expected = (result.actor_image * 255).round().to(torch.uint8)
     assert all(torch.equal(frame, expected) for frame in result.video_frames)
     assert any("held still" in note for note in result.notes)
-    # no speech model yet: the audio track is empty and the result says so
-    assert result.audio_waveform.numel() == 0
-    assert any("no speech model" in note for note in result.notes)
+    # real speech from the Kokoro ONNX model, within the slot, with derived word timings
+    a = pipeline.settings.buffers.audio
+    assert 0.3 * a.sample_rate < result.audio_waveform.numel() <= a.sample_rate * a.duration_sec
+    assert result.audio_waveform.abs().max() > 0.01
+    assert [w.word for w in result.words] == ["Welcome", "viewers"]
+    assert result.words[-1].end <= result.audio_waveform.numel()
     assert (pipeline.actor_buffer.data_ptr(), pipeline.video_buffer.data_ptr()) == ptrs
 
 
@@ -213,3 +216,36 @@ def test_default_construction_uses_the_tiny_profile_on_cpu(
     p = VortexPipeline()
     assert p.source == "tiny" and p.device.type == "cpu"
     assert any(tmp_path.rglob("open_clip_model.safetensors"))
+
+
+@pytest.mark.anyio
+async def test_a_long_script_is_cut_to_fit_the_slot(pipeline: VortexPipeline, recipe: dict) -> None:
+    recipe["audio_track"]["script"] = (
+        "Hi there. " + "This sentence makes the script far too long for the slot. " * 3
+    )
+    result = await pipeline.generate_slot(recipe, slot_id=31)
+    assert result.success
+    assert any("cut to 1 of 4 sentences to fit 2 s" in n for n in result.notes)
+    assert result.audio_waveform.numel() <= 2 * 24000
+
+
+@pytest.mark.anyio
+async def test_unpronounceable_script_fails_the_audio_stage(pipeline: VortexPipeline, recipe: dict) -> None:
+    recipe["audio_track"]["script"] = "... !!! ---"
+    result = await pipeline.generate_slot(recipe, slot_id=32)
+    assert result.success is False
+    assert result.error_msg == "stage 'audio': nothing in the script is pronounceable"
+    assert (
+        await pipeline.generate_slot({**recipe, "audio_track": {"script": "Hi!", "voice_id": "beth"}}, 32)
+    ).success
+
+
+@pytest.mark.anyio
+async def test_without_a_speech_model_the_audio_track_is_empty_and_says_so(
+    tiny_cache: Path, recipe: dict
+) -> None:
+    quiet = VortexPipeline(settings=tiny_settings(tiny_cache, speech__source="none"))
+    assert "kokoro" not in quiet.registry
+    result = await quiet.generate_slot(recipe, slot_id=1)
+    assert result.success and result.audio_waveform.numel() == 0 and result.words == []
+    assert any("no speech model" in n for n in result.notes)
