@@ -373,3 +373,85 @@ def test_constructor_checks_directors() -> None:
         SlotAgreement(SLOT, [D[0], D[0]], CHAIN, RECIPE)
     with pytest.raises(ValueError, match="non-empty"):
         SlotAgreement(SLOT, [], CHAIN, RECIPE)
+
+
+def test_announcing_is_journaled_once_and_only_by_a_director() -> None:
+    journal = MemoryJournal()
+    m = sm(1, journal=journal)
+    assert len(broadcasts(m.set_local_output(output(1)))) == 1
+    assert journal.recorded(SLOT, -1, "announce") == sha256(b"media-1")
+    assert m.set_local_output(output(1)) == []  # once
+    assert sm(None).set_local_output(output(1)) == []  # observers do not announce
+    done = sm(2)
+    done.on_deadline()
+    assert done.set_local_output(output(2)) == []
+
+
+def test_timeouts_for_other_rounds_steps_or_before_start_are_ignored() -> None:
+    m = sm(1)
+    assert m.on_timeout(0, Step.PROPOSE) == []  # not started
+    m.start()
+    assert m.on_timeout(3, Step.PROPOSE) == []  # another round
+    assert m.on_timeout(0, Step.PREVOTE) == []  # still proposing: no precommit
+    assert m.step == Step.PROPOSE
+    assert [v.value_hash for v in broadcasts(m.on_timeout(0, Step.PROPOSE))] == [None]
+    assert m.step == Step.PREVOTE
+    assert m.on_timeout(0, Step.PROPOSE) == []  # no second prevote
+    (precommit,) = broadcasts(m.on_timeout(0, Step.PREVOTE))
+    assert isinstance(precommit, Precommit) and m.step == Step.PRECOMMIT
+    actions = m.on_timeout(0, Step.PRECOMMIT)
+    assert m.round == 1 and m.step == Step.PROPOSE
+    (timeout,) = [a for a in actions if isinstance(a, ScheduleTimeout)]
+    assert (timeout.slot, timeout.round) == (SLOT, 1)
+    m.on_deadline()
+    assert m.on_timeout(1, Step.PROPOSE) == []
+
+
+def test_rounds_stop_at_the_maximum() -> None:
+    m = sm(1)
+    m.start()
+    m.round = 999
+    m.on_timeout(999, Step.PRECOMMIT)
+    assert m.round == 1000
+    assert m.on_timeout(1000, Step.PRECOMMIT) == [] and m.round == 1000
+
+
+def test_embeddings_exactly_at_the_threshold_agree() -> None:
+    cfg = AgreementConfig(threshold_b=1.0, threshold_l=1.0)
+    m = sm(1, config=cfg)
+    m.set_local_output(output(1, b=[1.0, 0.0, 0.0, 0.0], lv=[0.0, 1.0, 0.0]))
+    ann, prop = _proposal_from_0(output(0, b=[1.0, 0.0, 0.0, 0.0], lv=[0.0, 1.0, 0.0]))
+    m.receive(ann)
+    assert m.validity(prop.value) == Validity.YES
+
+
+def _announce(j: int, b=B, lv=L) -> Announce:
+    return Announce(SLOT, RECIPE, embedding_to_bytes(b), embedding_to_bytes(lv), True, sha256(b"m%d" % j)).signed_by(
+        K[j], CHAIN
+    )
+
+
+def test_without_own_output_a_lone_candidate_is_invalid_once_everyone_has_announced() -> None:
+    m = sm(1)
+    other = [0.0, 0.0, 1.0, 0.0]
+    lone = _announce(0)
+    for j, b in [(0, B), (2, other), (3, [0.0, 0.0, 0.0, 1.0]), (4, [0.0, 1.0, 0.0, 0.0])]:
+        m.receive(_announce(j, b=b))
+    assert m.validity(Value(lone.content_hash)) == Validity.UNKNOWN  # 4 of 5 in: ours may still come
+    m2 = sm(None)
+    for j, b in [(0, B), (1, [0.5, 0.5, 0.0, 0.0]), (2, other), (3, [0.0, 0.0, 0.0, 1.0]), (4, [0.0, 1.0, 0.0, 0.0])]:
+        m2.receive(_announce(j, b=b))
+    assert m2.validity(Value(lone.content_hash)) == Validity.NO
+
+
+def test_a_proposer_without_output_picks_the_best_supported_candidate_and_carries_evidence() -> None:
+    a = Prevote(SLOT, 0, sha256(b"a")).signed_by(K[4], CHAIN)
+    b = Prevote(SLOT, 0, None).signed_by(K[4], CHAIN)
+    evidence = Evidence.of(a, b)
+    y = [0.0, 0.0, 1.0, 0.0]
+    m2 = sm(0, evidence_pool=[evidence])  # round 0's proposer, no output of its own
+    for j, emb in [(1, y), (2, B), (3, B), (4, B)]:
+        m2.receive(_announce(j, b=emb))
+    (proposal,) = [x for x in broadcasts(m2.start()) if isinstance(x, Proposal)]
+    assert proposal.value.candidate in {sha256(b"m2"), sha256(b"m3"), sha256(b"m4")}  # 3 supporters beat 1
+    assert proposal.value.evidence == (evidence.encode(),)

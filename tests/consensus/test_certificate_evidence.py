@@ -186,7 +186,7 @@ def _evidence_items(**changes):
         (_evidence_items(i1="proof"), "bad_field", "not version-1 evidence"),
         (_evidence_items(i2="text"), "bad_field", "first must be bytes"),
         (_evidence_items(i3=7), "bad_field", "second must be bytes"),
-        (_evidence_items(i2=b"\xff"), "malformed_cbor", ""),
+        (_evidence_items(i2=b"\xff"), "malformed_cbor", "malformed_cbor"),
         (_evidence_items()[:3], "bad_field", "evidence must have 4 items"),
     ],
 )

@@ -90,3 +90,18 @@ def test_signatures_are_verified_once_per_message_and_the_cache_is_bounded(monke
 
 def test_the_default_cache_holds_4096_messages() -> None:
     assert MessageChecker(CHAIN, lambda slot: None)._cache_size == 4096
+
+
+def test_rejections_accumulate() -> None:
+    c = _checker()
+    for _ in range(3):
+        c.check(b"\xff", 10)
+        c.check(Prevote(1, 0, H).signed_by(DIRECTORS[0], CHAIN).encode(), 10)
+    assert c.rejected["malformed_cbor"] == 3 and c.rejected["stale_slot"] == 3
+
+
+def test_size_limit_is_the_checkers() -> None:
+    pubs = [k.public_key for k in DIRECTORS]
+    small = MessageChecker(CHAIN, lambda slot: pubs, max_bytes=50)
+    assert small.check(Prevote(10, 0, H).signed_by(DIRECTORS[0], CHAIN).encode(), 10) is None
+    assert small.rejected["too_large"] == 1

@@ -127,6 +127,8 @@ def test_cosine() -> None:
     assert cosine(a, b) == pytest.approx(0.0)
     assert cosine(a, embedding_to_bytes([1.0, 0.0, 0.0])) == -1.0  # size mismatch never agrees
     assert cosine(a, embedding_to_bytes([0.0, 0.0])) == -1.0
+    assert cosine(embedding_to_bytes([2.0, 0.0]), embedding_to_bytes([3.0, 0.0])) == pytest.approx(1.0)
+    assert cosine(embedding_to_bytes([1.0, 1.0]), embedding_to_bytes([4.0, 0.0])) == pytest.approx(0.5**0.5)
 
 
 def test_verify_rejects_malformed_keys_and_signatures() -> None:
