@@ -13,8 +13,6 @@ round 1, after the propose timeout).
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import sys
 import time
@@ -22,6 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import parse_args, write_json  # noqa: E402
 
 from consensus.actions import Broadcast, ScheduleTimeout, Step  # noqa: E402
 from consensus.agreement import LocalOutput, SlotAgreement  # noqa: E402
@@ -109,14 +110,7 @@ def run(slots: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--slots", type=int, default=200)
-    parser.add_argument("--json", default="bench/results/consensus_cpu.json")
-    args = parser.parse_args()
-    if args.slots < 1:
-        parser.error("--slots must be at least 1")
+    args = parse_args(__doc__, slots=200, json_path="bench/results/consensus_cpu.json")
     result = run(args.slots)
     print(f"consensus_cpu: 5 directors, {args.slots} slots per case, {result['machine']['platform']}")
     print(
@@ -127,10 +121,7 @@ def main() -> None:
             f"{name:<26} {c['cpu_ms_per_slot']:>12.2f} {c['broadcasts_per_slot']:>11.1f} "
             f"{c['deliveries_per_slot']:>11.1f} {c['rounds_per_slot']:>7.2f} {c['deliveries_per_cpu_sec']:>12.0f}"
         )
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(result, args.json)
 
 
 if __name__ == "__main__":

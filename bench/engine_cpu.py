@@ -11,9 +11,6 @@ table and writes JSON.
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
 import os
 import platform
 import statistics
@@ -24,13 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
-    return ordered[rank - 1]
+from common import parse_args, percentile, write_json  # noqa: E402
 
 
 def run(slots: int) -> dict:
@@ -122,20 +115,10 @@ def print_table(r: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--slots", type=int, default=20)
-    parser.add_argument("--json", default="bench/results/engine_cpu.json")
-    args = parser.parse_args()
-    if args.slots < 1:
-        parser.error("--slots must be at least 1")
+    args = parse_args(__doc__, slots=20, json_path="bench/results/engine_cpu.json")
     result = run(args.slots)
     print_table(result)
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(result, args.json)
 
 
 if __name__ == "__main__":

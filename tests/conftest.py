@@ -9,17 +9,27 @@ import pytest
 
 from generation.config import GenerationSettings
 
+DELETE = object()  # as a value for `set_path`: remove the key
+
+
+def set_path(data: dict, path: str, value: Any, sep: str = ".") -> None:
+    """Set (or, with DELETE, remove) the nested key `path` of `data` in place."""
+    *parents, leaf = path.split(sep)
+    node = data
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+
 
 def tiny_settings(cache_dir: Path, **overrides: Any) -> GenerationSettings:
-    """The packaged tiny profile with its weights cached under `cache_dir`, plus dotted-key overrides."""
+    """The packaged tiny profile with its weights cached under `cache_dir`, plus overrides (`a__b=value`)."""
     data = GenerationSettings.packaged("tiny").model_dump(mode="json")
     data["models"]["cache_dir"] = str(cache_dir)
     for dotted, value in overrides.items():
-        node = data
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
+        set_path(data, dotted, value, sep="__")
     return GenerationSettings.from_mapping(data)
 
 

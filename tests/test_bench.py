@@ -27,10 +27,26 @@ def test_engine_cpu_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 
 def test_percentile_is_nearest_rank() -> None:
     sys.path.insert(0, str(ROOT / "bench"))
-    from engine_cpu import percentile
+    from common import percentile
 
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50.0
     assert percentile(values, 99) == 99.0
     assert percentile([3.0, 1.0, 2.0], 99) == 3.0
     assert percentile([5.0], 50) == 5.0
+
+
+def test_consensus_cpu_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "consensus_cpu.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "consensus_cpu.py"), "--slots", "2", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    correct, silent = data["cases"]["all correct"], data["cases"]["silent round-0 proposer"]
+    assert correct["rounds_per_slot"] == 1.0 and silent["rounds_per_slot"] == 2.0
+    assert correct["deliveries_per_slot"] == 4 * correct["broadcasts_per_slot"]
+    assert correct["cpu_ms_per_slot"] > 0

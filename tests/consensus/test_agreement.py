@@ -426,9 +426,9 @@ def test_embeddings_exactly_at_the_threshold_agree() -> None:
 
 
 def _announce(j: int, b=B, lv=L) -> Announce:
-    return Announce(SLOT, RECIPE, embedding_to_bytes(b), embedding_to_bytes(lv), True, sha256(b"m%d" % j)).signed_by(
-        K[j], CHAIN
-    )
+    return Announce(
+        SLOT, RECIPE, embedding_to_bytes(b), embedding_to_bytes(lv), True, sha256(b"m%d" % j)
+    ).signed_by(K[j], CHAIN)
 
 
 def test_without_own_output_a_lone_candidate_is_invalid_once_everyone_has_announced() -> None:
@@ -439,7 +439,13 @@ def test_without_own_output_a_lone_candidate_is_invalid_once_everyone_has_announ
         m.receive(_announce(j, b=b))
     assert m.validity(Value(lone.content_hash)) == Validity.UNKNOWN  # 4 of 5 in: ours may still come
     m2 = sm(None)
-    for j, b in [(0, B), (1, [0.5, 0.5, 0.0, 0.0]), (2, other), (3, [0.0, 0.0, 0.0, 1.0]), (4, [0.0, 1.0, 0.0, 0.0])]:
+    for j, b in [
+        (0, B),
+        (1, [0.5, 0.5, 0.0, 0.0]),
+        (2, other),
+        (3, [0.0, 0.0, 0.0, 1.0]),
+        (4, [0.0, 1.0, 0.0, 0.0]),
+    ]:
         m2.receive(_announce(j, b=b))
     assert m2.validity(Value(lone.content_hash)) == Validity.NO
 

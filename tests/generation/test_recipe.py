@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from generation.errors import RecipeError
 from generation.recipe import Recipe
+from tests.conftest import DELETE, set_path
 
 
 def test_valid_recipe_and_defaults(recipe: dict) -> None:
@@ -22,18 +23,11 @@ def test_json_text_and_bytes_parse_the_same(recipe: dict) -> None:
 
 def _with(recipe: dict, path: str, value) -> dict:
     data = json.loads(json.dumps(recipe))
-    node = data
-    *parents, leaf = path.split(".")
-    for key in parents:
-        node = node[key]
-    if value is _DELETE:
-        del node[leaf]
-    else:
-        node[leaf] = value
+    set_path(data, path, value)
     return data
 
 
-_DELETE = object()
+_DELETE = DELETE
 
 
 @pytest.mark.parametrize(

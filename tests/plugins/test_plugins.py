@@ -24,6 +24,7 @@ from generation.plugins import (
     load_manifest,
 )
 from generation.plugins.registry import check_policy
+from tests.conftest import DELETE, set_path
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "generation" / "plugins" / "examples"
 
@@ -53,14 +54,7 @@ def make_plugin(root: Path, folder: str, code: str = ECHO, **changes) -> Path:
     manifest = copy.deepcopy(BASE)
     manifest["name"] = folder.replace("-", "_")
     for dotted, value in changes.items():
-        node = manifest
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[key]
-        if value is _DELETE:
-            del node[leaf]
-        else:
-            node[leaf] = value
+        set_path(manifest, dotted, value, sep="__")
     d = root / folder
     d.mkdir(parents=True)
     (d / "manifest.yaml").write_text(yaml.safe_dump(manifest))
@@ -68,7 +62,7 @@ def make_plugin(root: Path, folder: str, code: str = ECHO, **changes) -> Path:
     return d
 
 
-_DELETE = object()
+_DELETE = DELETE
 OPEN = PluginSettings(enabled=True, allow_untrusted=True, max_vram_gb=4)
 
 
