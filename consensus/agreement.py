@@ -90,6 +90,9 @@ class LocalOutput:
     content_hash: bytes
 
 
+MAX_RULE_FIRINGS = 10_000  # far above what any input can trigger (about 10 rules x rounds reached)
+
+
 class Validity(Enum):
     YES = "yes"
     NO = "no"
@@ -391,8 +394,12 @@ class SlotAgreement:
             self._rule_precommit_timeout,
         )
         progressed = True
+        budget = MAX_RULE_FIRINGS
         while progressed and not self.finished:
             progressed = False
+            budget -= 1
+            if budget < 0:  # each rule fires once per round and step; spinning here is a bug, not a schedule
+                raise RuntimeError(f"slot {self.slot}: agreement rules did not settle")
             for rule in rules:
                 fired = rule()
                 if fired is not None:

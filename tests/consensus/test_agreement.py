@@ -461,3 +461,10 @@ def test_a_proposer_without_output_picks_the_best_supported_candidate_and_carrie
     (proposal,) = [x for x in broadcasts(m2.start()) if isinstance(x, Proposal)]
     assert proposal.value.candidate in {sha256(b"m2"), sha256(b"m3"), sha256(b"m4")}  # 3 supporters beat 1
     assert proposal.value.evidence == (evidence.encode(),)
+
+
+def test_a_rule_that_never_settles_is_an_error_not_a_hang(monkeypatch) -> None:
+    m = sm(1)
+    monkeypatch.setattr(m, "_rule_decide", lambda: [])  # a (buggy) rule that claims progress forever
+    with pytest.raises(RuntimeError, match="agreement rules did not settle"):
+        m.start()
