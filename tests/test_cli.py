@@ -56,7 +56,12 @@ def test_generate_writes_actor_frames_and_result(
     from generation.media import file_sha256
 
     assert summary["media"]["content_hash"] == file_sha256(out / "slot.mp4")
-    assert (out / "slot.wav").is_file()
+    assert (out / "speech.wav").is_file()
+    assert summary["sources"] == {
+        "image": "tiny (cpu)",
+        "speech": "kokoro-82m int8 onnx (PyPI)",
+        "warp": "still",
+    }
 
 
 def test_generate_rejects_a_bad_recipe_before_loading(tiny_config: Path, tmp_path: Path, capsys) -> None:
@@ -112,3 +117,32 @@ def test_console_script_help() -> None:
         [sys.executable, "-m", "node.cli", "--help"], capture_output=True, text=True, check=True
     )
     assert "generate" in out.stdout and "weights" in out.stdout
+
+
+def test_example_recipe_makes_an_intelligible_playable_slot(tiny_cache: Path, tmp_path: Path) -> None:
+    """The acceptance check of the speech issue: H.264 + AAC at 24 fps, audio as long as the speech,
+    and an offline recogniser hears the script in the MP4's own audio track."""
+    import av
+    import numpy as np
+    import torch
+
+    from tests.generation.test_speech import _recognise
+
+    config = tmp_path / "engine.yaml"
+    data = tiny_settings(tiny_cache, buffers__audio__duration_sec=45).model_dump(mode="json")
+    config.write_text(yaml.safe_dump(data))
+    recipe = Path(__file__).resolve().parent.parent / "examples" / "recipe.json"
+    out = tmp_path / "slot"
+    assert main(["generate", "--recipe", str(recipe), "--out", str(out), "--config", str(config)]) == EXIT_OK
+    summary = json.loads((out / "result.json").read_text())
+    with av.open(str(out / "slot.mp4")) as c:
+        video, audio = c.streams.video[0], c.streams.audio[0]
+        assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
+        assert video.average_rate == 24
+        rate = audio.sample_rate
+        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(audio=0)])
+    speech_sec = summary["audio_samples"] / 24000
+    assert speech_sec > 2.0
+    assert abs(len(samples) / rate - speech_sec) < 0.1  # AAC adds at most a frame or two
+    heard = set(_recognise(torch.from_numpy(samples.astype(np.float32))).split())
+    assert {"welcome", "cable", "network"} & heard, heard

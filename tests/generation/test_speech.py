@@ -114,3 +114,28 @@ def test_bad_requests(kokoro, kwargs: dict, message: str) -> None:
 def test_sentence_splitting() -> None:
     assert split_sentences("One. Two!  Three?\nFour") == ["One.", "Two!", "Three?", "Four"]
     assert split_sentences("  ") == []
+
+
+@pytest.mark.parametrize("voice", sorted(VOICES))
+def test_every_voice_speaks(kokoro, voice: str) -> None:
+    audio = kokoro.synthesize("Get schwifty.", voice)
+    assert audio.numel() > 0.3 * SAMPLE_RATE and audio.std() > 0.01
+
+
+@pytest.mark.parametrize("emotion", sorted(EMOTIONS))
+def test_every_emotion_speaks_and_differs_from_neutral(kokoro, emotion: str) -> None:
+    audio = kokoro.synthesize("Get schwifty.", "summer", emotion=emotion)
+    neutral = kokoro.synthesize("Get schwifty.", "summer")
+    assert audio.numel() > 0
+    assert torch.equal(audio, neutral) == (emotion == "neutral")
+
+
+@pytest.mark.parametrize("speed", [0.8, 1.2])
+def test_speed_bounds_are_inclusive(kokoro, speed: float) -> None:
+    assert kokoro.synthesize("Get schwifty.", "beth", speed).numel() > 0
+
+
+@pytest.mark.parametrize("speed", [0.79, 1.21])
+def test_speed_out_of_range(kokoro, speed: float) -> None:
+    with pytest.raises(SpeechError, match="speed must be within 0.8..1.2"):
+        kokoro.synthesize("Get schwifty.", "beth", speed)
