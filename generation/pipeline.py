@@ -302,13 +302,10 @@ class VortexPipeline:
             audio_samples = await self._stage(clock, "audio", audio)
 
         async def run_actor() -> None:
-            if renderer == "actor":
-                output = await self._run_renderer(clock, recipe, payload, notes)
-                if output is not None:
-                    await self._stage(
-                        clock, "actor", decode_png_into, output["image_png_base64"], self.actor_buffer
-                    )
-                    return
+            if renderer == "actor" and await self._render_with_plugin(
+                clock, recipe, payload, notes, "actor", decode_png_into, self.actor_buffer
+            ):
+                return
             await self._stage(clock, "actor", actor)
 
         if s.pipeline.parallel_audio_actor:
@@ -320,18 +317,13 @@ class VortexPipeline:
             await run_actor()
 
         warp_mode = self.warp.mode
-        output = await self._run_renderer(clock, recipe, payload, notes) if renderer == "warp" else None
-        if output is not None:
-            frames = await self._stage(
-                clock,
-                "warp",
-                decode_png_frames_into,
-                output["frames_png_base64"],
-                self.video_buffer,
-                num_frames,
+        frames = None
+        if renderer == "warp":
+            frames = await self._render_with_plugin(
+                clock, recipe, payload, notes, "warp", decode_png_frames_into, self.video_buffer, num_frames
             )
-            warp_mode = f"plugin:{recipe.renderer.name}"
-        else:
+            warp_mode = f"plugin:{recipe.renderer.name}" if frames is not None else warp_mode
+        if frames is None:
             frames = await self._stage(
                 clock, "warp", self.warp.render, self.actor_buffer, self.video_buffer, num_frames
             )
@@ -373,19 +365,31 @@ class VortexPipeline:
             return None
         return manifest.replaces
 
-    async def _run_renderer(
-        self, clock: _StageClock, recipe: Recipe, payload: dict, notes: list[str]
-    ) -> dict | None:
-        """Run the recipe's renderer in lane0; None (and a note) if it fails, so the built-in path runs."""
+    async def _render_with_plugin(
+        self,
+        clock: _StageClock,
+        recipe: Recipe,
+        payload: dict,
+        notes: list[str],
+        stage: str,
+        decode: Callable[..., T],
+        *buffers: Any,
+    ) -> T | None:
+        """Run the recipe's renderer in lane0 and decode its output into `buffers` as `stage`.
+
+        None (and a note) if the plugin fails, is late, or returns output that cannot be
+        decoded: the caller then runs the built-in path.
+        """
         name = recipe.renderer.name
         try:
             with clock.track(f"plugin:{name}"):
                 output = await self.plugins.run(name, payload, lane="lane0")
+            written = await self._stage(clock, stage, decode, output, *buffers)
         except PluginError as exc:
             notes.append(f"renderer: {exc}; the built-in path is used")
             return None
-        notes.append(f"renderer: plugin '{name}' rendered the {self.plugins.manifest(name).replaces} stage")
-        return output
+        notes.append(f"renderer: plugin '{name}' rendered the {stage} stage")
+        return written
 
     async def _stage(self, clock: _StageClock, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Check memory, then run `fn` in a worker thread, timed under `name`; errors become `StageError`."""

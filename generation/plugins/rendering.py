@@ -41,17 +41,25 @@ def _decode(data: str, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1)
 
 
-def decode_png_into(data: str, actor: torch.Tensor) -> torch.Tensor:
-    """Write a PNG into the (3, H, W) float actor buffer, as values in [0, 1]."""
-    image = _decode(data, actor.shape[1], actor.shape[2])
+def _field(output: dict, key: str, kind: type) -> object:
+    value = output.get(key) if isinstance(output, dict) else None
+    if not isinstance(value, kind):
+        raise PluginError(f"renderer output has no {key} ({kind.__name__})")
+    return value
+
+
+def decode_png_into(output: dict, actor: torch.Tensor) -> torch.Tensor:
+    """Write an actor renderer's PNG into the (3, H, W) float actor buffer, as values in [0, 1]."""
+    image = _decode(_field(output, "image_png_base64", str), actor.shape[1], actor.shape[2])
     actor.copy_(image.to(actor.device, torch.float32) / 255.0)
     return actor
 
 
-def decode_png_frames_into(frames: list[str], video: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """Fill the first `num_frames` of the (F, 3, H, W) uint8 video buffer with the PNGs, repeated in order."""
-    if not frames:
-        raise PluginError("renderer returned no frames")
+def decode_png_frames_into(output: dict, video: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """Fill the first `num_frames` of the (F, 3, H, W) uint8 video buffer with a warp renderer's PNGs, in order."""
+    frames = _field(output, "frames_png_base64", list)
+    if not frames or not all(isinstance(f, str) for f in frames):
+        raise PluginError("renderer output frames_png_base64 must be a non-empty list of strings")
     decoded = [_decode(f, video.shape[2], video.shape[3]) for f in frames]
     for i in range(num_frames):
         video[i].copy_(decoded[i % len(decoded)].to(video.device))

@@ -406,3 +406,72 @@ def test_cli_plugins_check_and_list(tmp_path: Path, capsys) -> None:
         "refused title_card: plugin 'title_card': untrusted plugins are not allowed"
         in capsys.readouterr().out
     )
+
+
+BROKEN_PNG = """
+class Plugin:
+    def run(self, payload):
+        return {"image_png_base64": "bm90IGEgcG5nIGF0IGFsbA=="}
+"""
+NO_KEY = """
+class Plugin:
+    def run(self, payload):
+        return {"something": 1}
+"""
+FRAMES = """
+import base64, io
+from PIL import Image
+class Plugin:
+    def run(self, payload):
+        out = []
+        for shade in (0, 128, 255):
+            buf = io.BytesIO()
+            Image.new("RGB", (payload["width"], payload["height"]), (shade, shade, shade)).save(buf, format="PNG")
+            out.append(base64.b64encode(buf.getvalue()).decode())
+        return {"frames_png_base64": out}
+"""
+
+
+@pytest.fixture(scope="module")
+def renderer_pipeline(tiny_cache: Path, tmp_path_factory):
+    from generation.pipeline import VortexPipeline
+    from tests.conftest import tiny_settings
+
+    root = tmp_path_factory.mktemp("renderers")
+    loose = {"input_schema": {"type": "object"}, "output_schema": {"type": "object"}}
+    for folder, code, stage in [
+        ("broken", BROKEN_PNG, "actor"),
+        ("nokey", NO_KEY, "actor"),
+        ("frames", FRAMES, "warp"),
+    ]:
+        make_plugin(root, folder, code=code, supported_lanes=["lane0"], replaces=stage, io=loose)
+    settings = tiny_settings(
+        tiny_cache,
+        plugins={"enabled": True, "directory": str(root), "trusted": ["broken", "nokey", "frames"]},
+    )
+    return VortexPipeline(settings=settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"), [("broken", "cannot be decoded"), ("nokey", "has no image_png_base64")]
+)
+def test_undecodable_renderer_output_falls_back_to_the_built_in_path(
+    renderer_pipeline, recipe, name, reason
+) -> None:
+    recipe["renderer"] = {"name": name}
+    recipe["seed"] = 7  # the renderer field changes the recipe hash, so pin the seed to compare images
+    result = anyio.run(renderer_pipeline.generate_slot, recipe, 5)
+    assert result.success, result.error_msg
+    assert any(reason in n and "built-in path" in n for n in result.notes), result.notes
+    plain = anyio.run(
+        renderer_pipeline.generate_slot, {k: v for k, v in recipe.items() if k != "renderer"}, 5
+    )
+    assert torch.equal(result.actor_image, plain.actor_image)  # Flux drew it
+
+
+def test_a_warp_renderer_fills_the_frames_in_order(renderer_pipeline, recipe) -> None:
+    recipe["renderer"] = {"name": "frames"}
+    result = anyio.run(renderer_pipeline.generate_slot, recipe, 5)
+    assert result.success and result.warp_mode == "plugin:frames"
+    shades = [int(f.float().mean()) for f in result.video_frames[:6]]
+    assert shades == [0, 128, 255, 0, 128, 255]
