@@ -468,3 +468,153 @@ def test_a_rule_that_never_settles_is_an_error_not_a_hang(monkeypatch) -> None:
     monkeypatch.setattr(m, "_rule_decide", lambda: [])  # a (buggy) rule that claims progress forever
     with pytest.raises(RuntimeError, match="agreement rules did not settle"):
         m.start()
+
+
+# -- locking and proof-of-lock rules, edge by edge --------------------------------------------------------
+def _at_round(m: SlotAgreement, round_: int) -> None:
+    """Walk `m` to the propose step of `round_` through timeouts."""
+    m.start()
+    for r in range(round_):
+        m.on_timeout(r, Step.PROPOSE)
+        m.on_timeout(r, Step.PREVOTE)
+        m.on_timeout(r, Step.PRECOMMIT)
+    assert m.round == round_ and m.step == Step.PROPOSE
+
+
+def _valid_candidate(m: SlotAgreement, j: int, self_check: bool = True) -> Value:
+    ann = Announce(
+        SLOT, RECIPE, embedding_to_bytes(B), embedding_to_bytes(L), self_check, sha256(b"c%d" % j)
+    ).signed_by(K[j], CHAIN)
+    m.receive(ann)
+    return Value(ann.content_hash)
+
+
+def test_a_locked_director_prevotes_nil_for_a_new_value_and_yes_for_its_lock() -> None:
+    m = sm(2)
+    m.set_local_output(output(2))
+    _at_round(m, 3)  # round 3's proposer is K[3]
+    locked, other = _valid_candidate(m, 0), _valid_candidate(m, 4)
+    m.locked_hash, m.locked_round = locked.hash, 1
+    assert _prevote_of(m.receive(Proposal(SLOT, 3, other, -1).signed_by(K[3], CHAIN))).value_hash is None
+    assert m.step == Step.PREVOTE
+    m2 = sm(2)
+    m2.set_local_output(output(2))
+    _at_round(m2, 3)
+    locked2 = _valid_candidate(m2, 0)
+    m2.locked_hash, m2.locked_round = locked2.hash, 1
+    assert (
+        _prevote_of(m2.receive(Proposal(SLOT, 3, locked2, -1).signed_by(K[3], CHAIN))).value_hash
+        == locked2.hash
+    )
+
+
+@pytest.mark.parametrize(
+    ("locked_round", "locked_on_v", "expect_v"),
+    [(-1, False, True), (0, False, True), (1, False, False), (1, True, True)],
+    ids=["unlocked", "lock-at-pol-round", "lock-after-pol-round", "locked-on-v"],
+)
+def test_proof_of_lock_proposal(locked_round: int, locked_on_v: bool, expect_v: bool) -> None:
+    m = sm(2)
+    m.set_local_output(output(2))
+    _at_round(m, 3)
+    v = _valid_candidate(m, 0)
+    if locked_round >= 0:
+        m.locked_hash, m.locked_round = (v.hash if locked_on_v else sha256(b"other")), locked_round
+    for vote in _votes(Prevote, 0, v.hash, [0, 1, 3, 4]):
+        m.receive(vote)
+    vote = _prevote_of(m.receive(Proposal(SLOT, 3, v, 0).signed_by(K[3], CHAIN)))  # pol_round 0
+    assert vote.value_hash == (v.hash if expect_v else None)
+    assert m.step == Step.PREVOTE
+
+
+def test_proof_of_lock_needs_the_quorum_and_a_valid_value() -> None:
+    m = sm(2)
+    m.set_local_output(output(2))
+    _at_round(m, 3)
+    v = _valid_candidate(m, 0)
+    prop = Proposal(SLOT, 3, v, 1).signed_by(K[3], CHAIN)
+    assert broadcasts(m.receive(prop)) == []  # no prevotes known for round 1 at all: wait
+    for vote in _votes(Prevote, 1, v.hash, [0, 1, 3]):
+        m.receive(vote)
+    assert m.step == Step.PROPOSE  # 3 of 5 is not a proof of lock
+    m.receive(Prevote(SLOT, 1, v.hash).signed_by(K[4], CHAIN))
+    assert m.step == Step.PREVOTE
+    bad = sm(2)
+    bad.set_local_output(output(2))
+    _at_round(bad, 3)
+    invalid = _valid_candidate(bad, 0, self_check=False)
+    for vote in _votes(Prevote, 1, invalid.hash, [0, 1, 3, 4]):
+        bad.receive(vote)
+    assert _prevote_of(bad.receive(Proposal(SLOT, 3, invalid, 1).signed_by(K[3], CHAIN))).value_hash is None
+
+
+def test_each_round_schedules_its_own_prevote_timeout() -> None:
+    cfg = AgreementConfig(timeout_prevote=1.0, timeout_delta=0.5)
+    m = sm(1, config=cfg)
+    m.start()
+    seen = []
+    for r in range(3):
+        m.on_timeout(r, Step.PROPOSE)
+        for j in (0, 2, 3):
+            for a in m.receive(Prevote(SLOT, r, None).signed_by(K[j], CHAIN)):
+                if isinstance(a, ScheduleTimeout) and a.step == Step.PREVOTE:
+                    seen.append((a.slot, a.round, a.delay))
+        m.on_timeout(r, Step.PREVOTE)
+        m.on_timeout(r, Step.PRECOMMIT)
+    assert seen == [(SLOT, 0, 1.0), (SLOT, 1, 1.5), (SLOT, 2, 2.0)]
+
+
+def test_each_round_can_lock_again() -> None:
+    m = sm(2)
+    m.set_local_output(output(2))
+    m.start()
+    v = _valid_candidate(m, 0)
+    m.receive(Proposal(SLOT, 0, v, -1).signed_by(K[0], CHAIN))
+    for vote in _votes(Prevote, 0, v.hash, [0, 1, 3]):
+        m.receive(vote)
+    assert m.locked_round == 0
+    m.on_timeout(0, Step.PRECOMMIT)  # round 1: K[1] re-proposes v with its proof of lock
+    m.receive(Proposal(SLOT, 1, v, 0).signed_by(K[1], CHAIN))
+    for vote in _votes(Prevote, 1, v.hash, [0, 1, 3]):
+        m.receive(vote)
+    assert (m.locked_hash, m.locked_round) == (v.hash, 1) and m.valid_round == 1
+
+
+def test_observers_never_lock() -> None:
+    m = sm(None)
+    m.start()
+    v = Value(sha256(b"v"))
+    m.receive(Proposal(SLOT, 0, v, -1).signed_by(K[0], CHAIN))
+    for vote in _votes(Prevote, 0, v.hash, [0, 1, 2, 3]):
+        m.receive(vote)
+    assert m.locked_round == -1 and m.valid_value is None
+
+
+def test_a_proposer_proposes_once_a_candidate_arrives() -> None:
+    m = sm(0)  # round 0's proposer, no output of its own and no announcement yet
+    assert broadcasts(m.start()) == []
+    assert broadcasts(m.receive(_announce(3))) == []  # one director's word is not enough (f + 1 = 2)
+    actions = m.receive(_announce(4))
+    assert [type(x) for x in broadcasts(actions)] == [Proposal, Prevote]  # proposes, then prevotes it
+
+
+def test_proposals_are_journaled_and_never_changed_after_a_restart() -> None:
+    journal = MemoryJournal()
+    m = sm(0, journal=journal)
+    m.set_local_output(output(0))
+    (proposal,) = [x for x in broadcasts(m.start()) if isinstance(x, Proposal)]
+    assert journal.recorded(SLOT, 0, "proposal") == proposal.value.hash
+    other = MemoryJournal()
+    other.record(SLOT, 0, "proposal", sha256(b"something else"))
+    restarted = sm(0, journal=other)
+    restarted.set_local_output(output(0))
+    assert [x for x in broadcasts(restarted.start()) if isinstance(x, Proposal)] == []
+
+
+def test_messages_for_another_slot_are_ignored_and_evidence_is_kept() -> None:
+    m = sm(1)
+    assert m.receive(Prevote(SLOT + 1, 0, None).signed_by(K[0], CHAIN)) == []
+    assert m.prevotes == {}
+    m.receive(Prevote(SLOT, 0, None).signed_by(K[0], CHAIN))
+    (found,) = m.receive(Prevote(SLOT, 0, sha256(b"x")).signed_by(K[0], CHAIN))
+    assert m.evidence == [found.evidence]
