@@ -80,14 +80,10 @@ class EquivocationDetector:
         self._reported: set[tuple] = set()
 
     def observe(self, msg: Signed) -> Evidence | None:
-        """Returns new evidence, or None. The caller should not act on a message that produced evidence."""
+        """New evidence, or None (also for a conflict already reported)."""
         key = msg.conflict_key()
         first = self._first.setdefault(key, msg)
         if first.body() == msg.body() or key in self._reported:
             return None
         self._reported.add(key)
         return Evidence.of(first, msg)
-
-    def is_conflicting(self, msg: Signed) -> bool:
-        first = self._first.get(msg.conflict_key())
-        return first is not None and first.body() != msg.body()

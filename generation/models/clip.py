@@ -80,7 +80,6 @@ class ClipModel:
         self.std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), device=device).view(
             1, 3, 1, 1
         )
-        self.embed_dim = int(model.text_projection.shape[-1]) if hasattr(model, "text_projection") else None
         self._token_lock = threading.Lock()  # SimpleTokenizer keeps a shared cache dict
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
