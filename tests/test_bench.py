@@ -8,17 +8,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_engine_cpu_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "engine_cpu.json"
+def run_bench(script: str, tmp_path: Path, slots: int) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run bench/<script> with `--slots` and a JSON path in tmp_path; the process and its JSON."""
+    out = tmp_path / f"{script}.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "engine_cpu.py"), "--slots", "2", "--json", str(out)],
+        [sys.executable, str(ROOT / "bench" / script), "--slots", str(slots), "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc, json.loads(out.read_text())
+
+
+def test_engine_cpu_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
+    proc, data = run_bench("engine_cpu.py", tmp_path, 2)
     assert "generate_slot P99" in proc.stdout
-    data = json.loads(out.read_text())
     assert data["config"]["slots"] == 2
     assert data["cold_start_sec"]["empty_cache"] > 0
     assert 0 < data["slot_ms"]["p50"] <= data["slot_ms"]["p99"]
@@ -37,15 +42,7 @@ def test_percentile_is_nearest_rank() -> None:
 
 
 def test_consensus_cpu_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "consensus_cpu.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "consensus_cpu.py"), "--slots", "2", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    data = json.loads(out.read_text())
+    _, data = run_bench("consensus_cpu.py", tmp_path, 2)
     correct, silent = data["cases"]["all correct"], data["cases"]["silent round-0 proposer"]
     assert correct["rounds_per_slot"] == 1.0 and silent["rounds_per_slot"] == 2.0
     assert correct["deliveries_per_slot"] == 4 * correct["broadcasts_per_slot"]
@@ -53,13 +50,5 @@ def test_consensus_cpu_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 
 
 def test_tts_cpu_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
-    out = tmp_path / "tts_cpu.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "tts_cpu.py"), "--slots", "1", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    data = json.loads(out.read_text())
+    _, data = run_bench("tts_cpu.py", tmp_path, 1)
     assert data["audio_sec"] > 30 and 0 < data["rtf_median"] == data["rtf_max"]
