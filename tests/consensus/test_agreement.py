@@ -618,3 +618,37 @@ def test_messages_for_another_slot_are_ignored_and_evidence_is_kept() -> None:
     m.receive(Prevote(SLOT, 0, None).signed_by(K[0], CHAIN))
     (found,) = m.receive(Prevote(SLOT, 0, sha256(b"x")).signed_by(K[0], CHAIN))
     assert m.evidence == [found.evidence]
+
+
+def test_each_round_schedules_its_own_precommit_timeout() -> None:
+    cfg = AgreementConfig(timeout_precommit=1.0, timeout_delta=0.5)
+    m = sm(1, config=cfg)
+    m.start()
+    seen = []
+    for r in range(3):
+        for j in (0, 2, 3):
+            for a in m.receive(Precommit(SLOT, r, None).signed_by(K[j], CHAIN)):
+                if isinstance(a, ScheduleTimeout) and a.step == Step.PRECOMMIT:
+                    seen.append((a.slot, a.round, a.delay))
+        m.on_timeout(r, Step.PROPOSE)
+        m.on_timeout(r, Step.PREVOTE)
+        m.on_timeout(r, Step.PRECOMMIT)
+    assert seen == [(SLOT, 0, 1.0), (SLOT, 1, 1.5), (SLOT, 2, 2.0)]
+
+
+def test_only_a_non_nil_precommit_restores_a_lock() -> None:
+    journal = MemoryJournal()
+    journal.record(SLOT, 3, "prevote", sha256(b"prevoted"))
+    journal.record(SLOT, 2, "precommit", None)
+    journal.record(SLOT, 1, "precommit", sha256(b"locked"))
+    m = sm(1, journal=journal)
+    assert (m.locked_hash, m.locked_round) == (sha256(b"locked"), 1)
+
+
+def test_a_signer_outside_the_directors_never_votes() -> None:
+    outsider = keys(1, "outsider")[0]
+    m = SlotAgreement(SLOT, D, CHAIN, RECIPE, signer=outsider)
+    assert m.me is None
+    assert broadcasts(m.set_local_output(output(1))) == []
+    m.start()
+    assert broadcasts(m.on_timeout(0, Step.PROPOSE)) == []
