@@ -626,12 +626,12 @@ def test_each_round_schedules_its_own_precommit_timeout() -> None:
     m.start()
     seen = []
     for r in range(3):
-        for j in (0, 2, 3):
+        m.on_timeout(r, Step.PROPOSE)
+        m.on_timeout(r, Step.PREVOTE)  # our own nil precommit
+        for j in (0, 2, 3):  # with ours, a quorum of precommits
             for a in m.receive(Precommit(SLOT, r, None).signed_by(K[j], CHAIN)):
                 if isinstance(a, ScheduleTimeout) and a.step == Step.PRECOMMIT:
                     seen.append((a.slot, a.round, a.delay))
-        m.on_timeout(r, Step.PROPOSE)
-        m.on_timeout(r, Step.PREVOTE)
         m.on_timeout(r, Step.PRECOMMIT)
     assert seen == [(SLOT, 0, 1.0), (SLOT, 1, 1.5), (SLOT, 2, 2.0)]
 
