@@ -302,10 +302,12 @@ class VortexPipeline:
             audio_samples = await self._stage(clock, "audio", audio)
 
         async def run_actor() -> None:
-            if renderer == "actor" and await self._render_with_plugin(
-                clock, recipe, payload, notes, "actor", decode_png_into, self.actor_buffer
-            ):
-                return
+            if renderer == "actor":
+                drawn = await self._render_with_plugin(
+                    clock, recipe, payload, notes, "actor", decode_png_into, self.actor_buffer
+                )
+                if drawn is not None:
+                    return
             await self._stage(clock, "actor", actor)
 
         if s.pipeline.parallel_audio_actor:

@@ -206,6 +206,7 @@ def test_locks_on_a_polka_and_refuses_other_values_later() -> None:
     (precommit,) = [x for x in broadcasts(actions) if isinstance(x, Precommit)]
     assert precommit.value_hash == prop.value.hash
     assert (m.locked_hash, m.locked_round) == (prop.value.hash, 0)
+    assert m.step == Step.PRECOMMIT
     # round 1: a different value, no proof of a later polka: prevote nil
     m.on_timeout(0, Step.PRECOMMIT)
     ann2 = Announce(
@@ -250,6 +251,7 @@ def test_nil_polka_precommits_nil_and_quorum_of_precommits_schedules_the_round_e
     for v in _votes(Prevote, 0, None, [0, 2, 3]):
         actions += m.receive(v)
     assert [x.value_hash for x in broadcasts(actions) if isinstance(x, Precommit)] == [None]
+    assert m.step == Step.PRECOMMIT
     actions = []
     for v in _votes(Precommit, 0, None, [0, 2, 3]):
         actions += m.receive(v)

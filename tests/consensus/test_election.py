@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from consensus.election import elect_directors
-from consensus.membership import Genesis, Validator, quorum
+from consensus.membership import Genesis, Validator, max_faulty, quorum
 from tests.consensus.conftest import keys, validators
 
 # Known answers (see test_known_answer_election): a change breaks agreement across releases.
@@ -60,6 +60,7 @@ def test_excluded_and_cooling() -> None:
 
 def test_quorum_sizes() -> None:
     assert [quorum(n) for n in (1, 3, 4, 5, 6, 7, 10)] == [1, 3, 3, 4, 5, 5, 7]
+    assert [max_faulty(n) for n in (1, 3, 4, 5, 6, 7, 10)] == [0, 0, 1, 1, 1, 2, 3]
     for n in range(1, 30):
         f = (n - 1) // 3
         assert 2 * quorum(n) - n > f  # two quorums always share a correct member
