@@ -36,7 +36,7 @@ class SlotMedia:
     duration_sec: float
 
 
-def _frame_hwc(frame: torch.Tensor) -> np.ndarray:
+def frame_hwc(frame: torch.Tensor) -> np.ndarray:
     """(3, H, W) uint8 or [0, 1] floats -> (H, W, 3) uint8, on the CPU."""
     if frame.dim() != 3 or frame.shape[0] != 3:
         raise ValueError(f"frames must be (3, H, W), got {tuple(frame.shape)}")
@@ -102,7 +102,7 @@ def encode_mp4(
         with av.open(str(tmp), "w", format="mp4") as container:
             video = None
             for frame in frames:
-                array = _frame_hwc(frame)
+                array = frame_hwc(frame)
                 if video is None:
                     height, width = array.shape[:2]
                     if height % 2 or width % 2:

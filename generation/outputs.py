@@ -10,18 +10,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from PIL import Image
+
+from generation.media import frame_hwc
 
 if TYPE_CHECKING:
     from generation.media import SlotMedia
     from generation.pipeline import GenerationResult
-
-
-def _to_uint8_hwc(image: torch.Tensor) -> Any:
-    if image.dtype != torch.uint8:
-        image = (image.float().clamp(0, 1) * 255.0).round().to(torch.uint8)
-    return image.permute(1, 2, 0).contiguous().numpy()
 
 
 def result_summary(
@@ -75,12 +70,12 @@ def write_result(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if result.actor_image is not None:
-        Image.fromarray(_to_uint8_hwc(result.actor_image)).save(out / "actor.png")
+        Image.fromarray(frame_hwc(result.actor_image)).save(out / "actor.png")
     if result.video_frames.numel():
         frames_dir = out / "frames"
         frames_dir.mkdir(exist_ok=True)
         for i, frame in enumerate(result.video_frames):
-            Image.fromarray(_to_uint8_hwc(frame)).save(frames_dir / f"{i:06d}.png")
+            Image.fromarray(frame_hwc(frame)).save(frames_dir / f"{i:06d}.png")
     path = out / "result.json"
     path.write_text(json.dumps(result_summary(result, media, sources), indent=2))
     return path
