@@ -33,8 +33,8 @@ WORKER = Path(__file__).resolve().parent / "worker.py"
 ISOLATED_MEMORY_MB = 2048
 
 
-def _validate(schema: dict, data: Any, what: str, name: str) -> None:
-    errors = sorted(Draft202012Validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+def _validate(validator: Draft202012Validator, data: Any, what: str, name: str) -> None:
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
         where = ".".join(str(p) for p in e.absolute_path) or "<root>"
@@ -48,6 +48,7 @@ class PluginHost:
         self.stats: dict[str, Counter[str]] = {name: Counter() for name in registry.plugins}
         self._instances: dict[str, Any] = {}
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
+        self._validators: dict[tuple[str, str], Draft202012Validator] = {}  # built once per plugin and side
 
     @classmethod
     def from_config(
@@ -72,7 +73,7 @@ class PluginHost:
         try:
             if lane not in m.supported_lanes:
                 raise PluginError(f"plugin '{name}' does not support {lane}")
-            _validate(m.input_schema, payload, "input", name)
+            _validate(self._validator(m, "input"), payload, "input", name)
             limiter = self._limiters.setdefault(name, anyio.CapacityLimiter(m.max_concurrency))
             async with limiter:
                 try:
@@ -86,7 +87,7 @@ class PluginHost:
                     raise PluginTimeout(
                         f"plugin '{name}' ran past its declared {m.max_latency_ms} ms"
                     ) from None
-            _validate(m.output_schema, result, "output", name)
+            _validate(self._validator(m, "output"), result, "output", name)
         except PluginTimeout:
             stats["timeouts"] += 1
             raise
@@ -98,6 +99,14 @@ class PluginHost:
             raise
         stats["ok"] += 1
         return result
+
+    def _validator(self, m: PluginManifest, side: str) -> Draft202012Validator:
+        key = (m.name, side)
+        if key not in self._validators:
+            self._validators[key] = Draft202012Validator(
+                m.input_schema if side == "input" else m.output_schema
+            )
+        return self._validators[key]
 
     async def _call_trusted(self, plugin: LoadedPlugin, payload: dict) -> Any:
         m = plugin.manifest
