@@ -42,6 +42,11 @@ class MessageChecker:
 
     def check(self, data: bytes, current_slot: int) -> Signed | None:
         """The decoded message if it passes every check, else None (and the reason is counted)."""
+        msg, _ = self.check_reason(data, current_slot)
+        return msg
+
+    def check_reason(self, data: bytes, current_slot: int) -> tuple[Signed | None, str | None]:
+        """As `check`, with the rejection reason (None when accepted)."""
         reason = None
         msg = self._verified.get(data) if isinstance(data, bytes) else None
         if msg is None:
@@ -49,7 +54,7 @@ class MessageChecker:
                 msg = decode_signed(data, self.max_bytes)
             except DecodeError as exc:
                 self.rejected[exc.reason] += 1
-                return None
+                return None, exc.reason
         if msg.slot < current_slot - self.past_slots:
             reason = "stale_slot"
         elif msg.slot > current_slot + self.future_slots:
@@ -66,10 +71,10 @@ class MessageChecker:
                 reason = "bad_signature"
         if reason is not None:
             self.rejected[reason] += 1
-            return None
+            return None, reason
         self._remember(data, msg)
         self.accepted += 1
-        return msg
+        return msg, None
 
     def _remember(self, data: bytes, msg: Signed) -> None:
         self._verified[data] = msg

@@ -1,0 +1,207 @@
+"""The node's libp2p host: Noise-only TCP with yamux, gossipsub, and kept connections.
+
+`open_host` is the one way to get a running host: it builds it through
+`libp2p_quirks`, runs it, its pubsub and its router in one nursery, and tears
+all of it down when the block exits (cancellation, not flags). Peers named as
+bootstrap, or connected with `keep=True`, are redialled with exponential
+back-off whenever their connection drops, which is also how a healed partition
+rejoins the mesh.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+
+import multiaddr
+import trio
+from libp2p import create_yamux_muxer_option, new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID as GOSSIPSUB_PROTOCOL_ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+
+from network import faults as fault_layer
+from network import libp2p_quirks as quirks
+from network.identity import Identity
+from network.reputation import PeerReputation
+from network.media.content import gossip_message_id
+from network.settings import NetworkSettings
+
+log = logging.getLogger(__name__)
+
+StreamHandler = Callable[[INetStream], Awaitable[None]]
+
+
+@dataclass
+class HostStats:
+    dials: int = 0
+    dial_failures: int = 0
+    reconnects: int = 0
+    evicted: list[tuple[str, ID]] = field(default_factory=list)
+
+
+class NetworkHost:
+    """A running host; made by `open_host`, valid inside its block."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        settings: NetworkSettings,
+        host: IHost,
+        pubsub: Pubsub,
+        router: object,
+        nursery: trio.Nursery,
+        reputation: PeerReputation,
+    ) -> None:
+        self.identity = identity
+        self.settings = settings
+        self.host = host
+        self.pubsub = pubsub
+        self.router = router
+        self.stats = HostStats()
+        self.reputation = reputation
+        self._nursery = nursery
+        self._kept: dict[ID, trio.CancelScope] = {}
+
+    @property
+    def peer_id(self) -> ID:
+        return self.host.get_id()
+
+    def addrs(self) -> list[multiaddr.Multiaddr]:
+        """Where others can dial this host, each ending in /p2p/<peer id>."""
+        return list(self.host.get_addrs())
+
+    def connected_peers(self) -> list[ID]:
+        return list(self.host.get_connected_peers())
+
+    def is_connected(self, peer: ID) -> bool:
+        return peer in self.host.get_connected_peers()
+
+    async def connect(self, addr: str | multiaddr.Multiaddr | PeerInfo, *, keep: bool = True) -> None:
+        """Dial a peer now (raising if that fails) and, with `keep`, redial it whenever it drops."""
+        info = addr if isinstance(addr, PeerInfo) else info_from_p2p_addr(multiaddr.Multiaddr(str(addr)))
+        await self._dial(info)
+        if keep:
+            self.keep_connected(info)
+
+    def keep_connected(self, info: PeerInfo) -> None:
+        if info.peer_id in self._kept or info.peer_id == self.peer_id:
+            return
+        scope = trio.CancelScope()
+        self._kept[info.peer_id] = scope
+        self._nursery.start_soon(self._keeper, info, scope)
+
+    def forget(self, peer: ID) -> None:
+        """Stop redialling a peer (its current connection, if any, stays)."""
+        scope = self._kept.pop(peer, None)
+        if scope is not None:
+            scope.cancel()
+
+    async def disconnect(self, peer: ID) -> None:
+        self.forget(peer)
+        await self.host.disconnect(peer)
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        self.host.set_stream_handler(TProtocol(protocol), handler)
+
+    async def new_stream(self, peer: ID, protocol: str) -> INetStream:
+        return await self.host.new_stream(peer, [TProtocol(protocol)])
+
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run a task owned by the host: it ends when the host closes."""
+        self._nursery.start_soon(fn, *args)
+
+    # -- internals ------------------------------------------------------------------------------
+    async def _dial(self, info: PeerInfo) -> None:
+        self.stats.dials += 1
+        try:
+            with trio.fail_after(self.settings.reconnect.dial_timeout_sec):
+                await self.host.connect(info)
+        except BaseException:
+            self.stats.dial_failures += 1
+            raise
+
+    async def _keeper(self, info: PeerInfo, scope: trio.CancelScope) -> None:
+        cfg = self.settings.reconnect
+        backoff = cfg.initial_backoff_sec
+        with scope:
+            while True:
+                if self.is_connected(info.peer_id):
+                    backoff = cfg.initial_backoff_sec
+                    await trio.sleep(cfg.initial_backoff_sec)
+                    continue
+                try:
+                    await self._dial(info)
+                    self.stats.reconnects += 1
+                    log.info("reconnected to %s", info.peer_id)
+                    continue
+                except (Exception, trio.TooSlowError) as exc:
+                    log.debug("dial %s failed: %s; next try in %.1f s", info.peer_id, exc, backoff)
+                await trio.sleep(backoff * random.uniform(0.5, 1.0))
+                backoff = min(backoff * 2, cfg.max_backoff_sec)
+
+    async def _evict_loop(self) -> None:
+        while True:
+            await trio.sleep(self.settings.gossip.heartbeat_sec)
+            self.stats.evicted.extend(await quirks.evict_low_scorers(self.router))
+
+
+def build_libp2p_host(identity: Identity, settings: NetworkSettings) -> IHost:
+    """Noise is the only security transport offered or accepted; yamux the only muxer."""
+    key_pair = identity.key_pair
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_PROTOCOL_ID: noise},
+        muxer_opt=create_yamux_muxer_option(),
+        listen_addrs=[multiaddr.Multiaddr(a) for a in settings.listen],
+        connection_config=quirks.connection_config(settings.reconnect.dial_timeout_sec),
+    )
+
+
+@asynccontextmanager
+async def open_host(
+    identity: Identity,
+    settings: NetworkSettings,
+    *,
+    faults: fault_layer.FaultPlan | None = None,
+) -> AsyncIterator[NetworkHost]:
+    host = build_libp2p_host(identity, settings)
+    reputation = PeerReputation()
+    router = quirks.build_gossipsub([PROTOCOL_ID_V11, GOSSIPSUB_PROTOCOL_ID], settings.gossip, reputation.score)
+    pubsub = Pubsub(
+        host,
+        router,
+        msg_id_constructor=gossip_message_id,
+        seen_ttl=settings.gossip.seen_ttl_sec,
+        cache_size=8192,
+    )
+    listen = [multiaddr.Multiaddr(a) for a in settings.listen]
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(host.run(listen))
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        if faults is not None:
+            fault_layer.install(host.get_network(), faults, nursery)
+        await stack.enter_async_context(background_trio_service(pubsub))
+        await stack.enter_async_context(background_trio_service(router))
+        await pubsub.wait_until_ready()
+        net = NetworkHost(identity, settings, host, pubsub, router, nursery, reputation)
+        nursery.start_soon(net._evict_loop)
+        for addr in settings.bootstrap:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+            net.keep_connected(info)
+        try:
+            yield net
+        finally:
+            nursery.cancel_scope.cancel()

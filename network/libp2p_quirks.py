@@ -1,0 +1,165 @@
+"""Every workaround for a py-libp2p 0.8.1 defect, in one place.
+
+The node talks to py-libp2p only through the builders in this module and
+`network.host`, so when the library fixes one of these, one function changes.
+Each defect below was met on this project's machines; `tests/network/
+test_quirks.py` holds one test per workaround that fails if the workaround
+stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
+
+1. Heartbeat: `GossipSub(heartbeat_interval=120)` by default: a mesh that loses
+   a peer repairs two minutes later, after several slots. We pass ~1 s.
+2. Adaptive gossip (on by default) rewrites the degree bounds and slows gossip
+   when it judges the mesh unhealthy, which a small validator mesh always looks
+   like. Off: the configured D/D_low/D_high hold.
+3. Spam protection (on by default) silently drops, at every forwarder and at
+   the publisher itself, the 11th message per second per topic: five directors
+   voting twice per round exceed it. Off: flooding is handled by the topic
+   validators (invalid messages cost score) and by peer scoring.
+4. GRAFT flood check: after *receiving* a PRUNE from a peer, the library treats
+   that peer's GRAFT within 10 s as a flood and prunes it back, so two peers
+   that prune each other once never mesh again and dense meshes collapse. The
+   check is inverted (a flood is a GRAFT from a peer *we* pruned, which the
+   library's back-off check already catches), so it is disabled; back-off stays.
+5. Dial delay: every successful dial waits 250 ms (the happy-eyeballs head
+   start) unless it has reached the per-peer connection limit. With one
+   connection per peer the dial returns as soon as it succeeds.
+6. Outbound RPC size: an RPC over 1 MiB is dropped by the sender's queue with
+   no error. `check_gossip_size` refuses such a message at publish with one
+   (`MessageTooLarge`); media travels on its own stream protocol.
+7. Subscription queue: 32 messages, then "fail to deliver message to
+   subscription" and the message is lost to the local node although it was
+   forwarded. `subscribe_with_queue` swaps in a queue of the configured size.
+8. Peer scoring never removes a mesh peer whose score went negative (only
+   GRAFTs are gated), so a peer sending invalid messages keeps its mesh place.
+   `evict_low_scorers` prunes them each heartbeat; the graylist threshold then
+   keeps them out and ignores what they send.
+9. Eclipse protection counts distinct IP addresses in the mesh; every loopback
+   simnet and a validator LAN have one or few, so it is off (the validator set
+   is permissioned; scoring handles misbehaviour).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import trio
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize
+from libp2p.pubsub.score import ScoreParams, TopicScoreParams
+from libp2p.pubsub.subscription import TrioSubscriptionAPI
+
+from network.settings import GossipSettings
+
+log = logging.getLogger(__name__)
+
+LIBP2P_VERSION = "0.8.1"
+
+QUIRKS = (
+    "gossipsub heartbeat defaults to 120 s: set to [network.gossip].heartbeat_sec",
+    "adaptive gossip rewrites degree bounds and slows gossip: disabled",
+    "spam protection drops the 11th message/s/topic, publisher included: disabled (validators + scoring)",
+    "GRAFT-flood check is inverted and collapses meshes after one PRUNE: disabled (prune back-off kept)",
+    "each dial waits 250 ms after success (happy eyeballs): one connection per peer ends the wait",
+    "outbound RPCs over 1 MiB are dropped silently: refused at publish with MessageTooLarge",
+    "subscription queue holds 32 messages then drops: replaced by a queue of gossip.subscription_queue",
+    "negative-score peers keep their mesh place: pruned each heartbeat, then graylisted",
+    "eclipse protection needs distinct IPs in the mesh: disabled (permissioned validators, loopback simnets)",
+)
+
+# Room for the RPC envelope (topic, from, seqno, key, signature, sender record) around the data.
+_RPC_ENVELOPE_ROOM = 8 * 1024
+MAX_GOSSIP_DATA = DefaultMaxMessageSize - _RPC_ENVELOPE_ROOM
+
+
+class MessageTooLarge(ValueError):
+    """A gossip message the library would drop without a word (defect 6)."""
+
+
+def check_gossip_size(data: bytes) -> None:
+    if len(data) > MAX_GOSSIP_DATA:
+        raise MessageTooLarge(
+            f"gossip message of {len(data)} bytes exceeds {MAX_GOSSIP_DATA} "
+            "(py-libp2p drops RPCs over 1 MiB); send large content over the media protocol"
+        )
+
+
+def connection_config(dial_timeout: float) -> ConnectionConfig:
+    """Defect 5: with at most one connection per peer a dial returns when it succeeds."""
+    return ConnectionConfig(max_connections_per_peer=1, dial_timeout=dial_timeout)
+
+
+def score_params(settings: GossipSettings, app_score: Callable[[ID], float] | None = None) -> ScoreParams:
+    """Scores that only ever punish invalid messages: honest peers sit at 0, a liar sinks.
+
+    One invalid message costs 10 (decaying 10 %/heartbeat); the graylist sits at
+    `graylist_score` (default -20), so a peer sending a few invalid messages in
+    a short time is pruned and ignored, and forgiven a minute or so later.
+    `app_score` (the node's `PeerReputation.score`) adds penalties for
+    misbehaviour outside gossip, such as serving bad media.
+    """
+    return ScoreParams(
+        p4_invalid_messages=TopicScoreParams(weight=10.0, cap=1000.0, decay=0.9),
+        publish_threshold=settings.graylist_score,
+        gossip_threshold=settings.graylist_score,
+        graylist_threshold=settings.graylist_score,
+        accept_px_threshold=-math.inf,
+        app_specific_score_fn=app_score,
+        p6_appl_slack_weight=1.0,
+    )
+
+
+def build_gossipsub(
+    protocols: list, settings: GossipSettings, app_score: Callable[[ID], float] | None = None
+) -> GossipSub:
+    router = GossipSub(
+        protocols=protocols,
+        degree=settings.degree,
+        degree_low=settings.degree_low,
+        degree_high=settings.degree_high,
+        heartbeat_interval=settings.heartbeat_sec,  # defect 1
+        heartbeat_initial_delay=min(0.1, settings.heartbeat_sec),
+        prune_back_off=settings.prune_backoff_sec,
+        unsubscribe_back_off=min(10, settings.prune_backoff_sec),
+        score_params=score_params(settings, app_score),
+        adaptive_gossip_enabled=False,  # defect 2
+        spam_protection_enabled=False,  # defect 3
+        eclipse_protection_enabled=False,  # defect 9
+    )
+    router.graft_flood_threshold = 0.0  # defect 4: the library reads it as min(threshold, back-off)
+    return router
+
+
+async def subscribe_with_queue(pubsub: Pubsub, topic: str, size: int) -> TrioSubscriptionAPI:
+    """Defect 7: subscribe, then replace the library's 32-slot queue with one of `size`."""
+    await pubsub.subscribe(topic)
+    send, receive = trio.open_memory_channel(size)
+    old_send = pubsub.subscribed_topics_send[topic]
+    pubsub.subscribed_topics_send[topic] = send
+    subscription = TrioSubscriptionAPI(receive, unsubscribe_fn=lambda: pubsub.unsubscribe(topic))
+    pubsub.subscribed_topics_receive[topic] = subscription
+    await old_send.aclose()
+    return subscription
+
+
+async def evict_low_scorers(router: GossipSub) -> list[tuple[str, ID]]:
+    """Defect 8: prune from every mesh the peers whose score is below the graylist threshold."""
+    scorer = router.scorer
+    if scorer is None:
+        return []
+    evicted = []
+    for topic, peers in list(router.mesh.items()):
+        for peer in list(peers):
+            if scorer.is_graylisted(peer, [topic]):
+                peers.discard(peer)
+                scorer.on_leave_mesh(peer, topic)
+                evicted.append((topic, peer))
+                try:
+                    await router.emit_prune(topic, peer, False, False)
+                except Exception as exc:  # the peer may be gone already; the mesh change stands
+                    log.debug("prune of %s on %s not sent: %s", peer, topic, exc)
+    return evicted

@@ -1,0 +1,1 @@
+"""Slot media by content id: chunk lists, a content-addressed store, and the transfer protocol."""

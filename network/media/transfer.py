@@ -1,0 +1,360 @@
+"""The media transfer protocol: chunk lists and chunks by content id, from any provider.
+
+Gossip caps messages at 1 MiB, so slot media moves on its own stream protocol.
+One request per stream, each frame prefixed by its 4-byte big-endian length:
+
+    request   CBOR ["list", cid]              -> ["ok", chunk_list] | ["missing"] | ["busy"]
+    request   CBOR ["chunks", cid, [i, ...]]  -> ["ok"] then one frame per chunk, in order
+                                                 | ["missing"] | ["busy"]
+
+A fetcher checks the chunk list against the content id and every chunk against
+its hash as it arrives; a provider that sends a wrong list, a wrong chunk or a
+frame longer than announced is cut off (stream reset) and penalised. Chunks are
+shared out among several providers in small requests; when one fails, its
+unfinished chunks go back to the queue for the others, so a transfer survives
+a provider leaving, and a resumed download (after a crash) asks only for what
+is missing. Every node serves what it has verified, so load spreads as the
+file spreads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cbor2
+import trio
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+
+from consensus.messages import DecodeError, canonical, decode_cbor
+from network.host import NetworkHost
+from network.media.content import ChunkList
+from network.media.store import MediaStore, PartialFile, StoreError
+from network.settings import MediaSettings
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "/icn/media/1.0.0"
+MAX_REQUEST_BYTES = 2048
+MAX_CHUNKS_PER_REQUEST = 256
+MAX_STATUS_BYTES = 64 * 34 * 1024 + 64  # a status frame may carry a chunk list
+
+
+class ProtocolViolation(Exception):
+    """The remote broke the protocol (garbage, oversize, wrong data): cut it off."""
+
+
+class ProviderUnavailable(Exception):
+    """The remote does not have the content, is busy, or went away: try another."""
+
+
+class FetchError(Exception):
+    """No provider could deliver the content; the message says what each one did."""
+
+
+# -- framing --------------------------------------------------------------------------------------
+async def write_frame(stream: INetStream, data: bytes) -> None:
+    await stream.write(len(data).to_bytes(4, "big") + data)
+
+
+async def _read_exactly(stream: INetStream, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        part = await stream.read(n - got)
+        if not part:
+            raise ProviderUnavailable(f"stream closed after {got} of {n} bytes")
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+async def read_frame(stream: INetStream, max_bytes: int) -> bytes:
+    length = int.from_bytes(await _read_exactly(stream, 4), "big")
+    if length > max_bytes:
+        raise ProtocolViolation(f"frame of {length} bytes, at most {max_bytes} expected")
+    return await _read_exactly(stream, length)
+
+
+def _decode(data: bytes, max_bytes: int, what: str) -> list:
+    try:
+        value = decode_cbor(data, max_bytes)
+    except DecodeError as exc:
+        raise ProtocolViolation(f"{what}: {exc}") from None
+    if not isinstance(value, list) or not value or not isinstance(value[0], str):
+        raise ProtocolViolation(f"{what}: not a CBOR list starting with a string")
+    return value
+
+
+# -- serving --------------------------------------------------------------------------------------
+@dataclass
+class ServerStats:
+    bytes_served: int = 0
+    requests: Counter = field(default_factory=Counter)
+
+
+class MediaServer:
+    """Answers media requests from the store; registered on the host by `MediaService`."""
+
+    def __init__(self, store: MediaStore, settings: MediaSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.stats = ServerStats()
+        self._slots = trio.Semaphore(settings.max_serving_streams)
+
+    async def handle(self, stream: INetStream) -> None:
+        try:
+            with trio.fail_after(self.settings.request_timeout_sec * 4):
+                await self._serve(stream)
+        except (ProtocolViolation, ProviderUnavailable, trio.TooSlowError) as exc:
+            self.stats.requests["bad_request"] += 1
+            log.debug("media request failed: %s", exc)
+            await _reset(stream)
+        except Exception as exc:  # a dying connection raises the library's own stream errors
+            self.stats.requests["stream_error"] += 1
+            log.debug("media stream error: %s", exc)
+            await _reset(stream)
+        else:
+            await _close(stream)
+
+    async def _serve(self, stream: INetStream) -> None:
+        request = _decode(await read_frame(stream, MAX_REQUEST_BYTES), MAX_REQUEST_BYTES, "request")
+        op = request[0]
+        if op not in ("list", "chunks") or len(request) != (2 if op == "list" else 3):
+            raise ProtocolViolation(f"unknown request {op!r} of {len(request)} items")
+        cid = request[1]
+        if not isinstance(cid, bytes) or len(cid) != 32:
+            raise ProtocolViolation("content id must be 32 bytes")
+        try:
+            self._slots.acquire_nowait()
+        except trio.WouldBlock:
+            self.stats.requests["busy"] += 1
+            await write_frame(stream, canonical(["busy"]))
+            return
+        try:
+            chunk_list = await trio.to_thread.run_sync(self.store.chunk_list, cid)
+            if chunk_list is None:
+                self.stats.requests["missing"] += 1
+                await write_frame(stream, canonical(["missing"]))
+                return
+            if op == "list":
+                self.stats.requests["list"] += 1
+                await write_frame(stream, canonical(["ok", chunk_list.encode()]))
+                return
+            indices = request[2]
+            if (
+                not isinstance(indices, list)
+                or not 0 < len(indices) <= MAX_CHUNKS_PER_REQUEST
+                or not all(type(i) is int and 0 <= i < chunk_list.count for i in indices)
+            ):
+                raise ProtocolViolation("chunk indices out of range")
+            self.stats.requests["chunks"] += 1
+            await write_frame(stream, canonical(["ok"]))
+            for index in indices:
+                data = self.store.read_chunk(cid, index, chunk_list)
+                await write_frame(stream, data)
+                self.stats.bytes_served += len(data)
+        finally:
+            self._slots.release()
+
+
+async def _reset(stream: INetStream) -> None:
+    try:
+        await stream.reset()
+    except Exception as exc:  # already gone
+        log.debug("stream reset: %s", exc)
+
+
+async def _close(stream: INetStream) -> None:
+    try:
+        await stream.close()
+    except Exception as exc:
+        log.debug("stream close: %s", exc)
+
+
+# -- fetching -------------------------------------------------------------------------------------
+@dataclass
+class FetchReport:
+    cid: bytes
+    path: Path
+    bytes_from: Counter = field(default_factory=Counter)  # peer -> bytes received
+    failures: dict = field(default_factory=dict)  # peer -> reason
+    resumed_chunks: int = 0
+
+
+class MediaService:
+    """Serving and fetching media for one host, with the providers it has heard of."""
+
+    def __init__(self, net: NetworkHost, store: MediaStore, settings: MediaSettings | None = None) -> None:
+        self.net = net
+        self.store = store
+        self.settings = settings or net.settings.media
+        self.server = MediaServer(store, self.settings)
+        self.providers: dict[bytes, set[ID]] = {}
+        net.set_stream_handler(PROTOCOL, self.server.handle)
+
+    def add_provider(self, cid: bytes, peer: ID) -> None:
+        if peer != self.net.peer_id:
+            self.providers.setdefault(cid, set()).add(peer)
+
+    async def fetch(self, cid: bytes, providers: Iterable[ID] = ()) -> FetchReport:
+        """Download `cid` into the store (no-op when present).
+
+        `providers` are tried in the order given (the caller's preference, e.g. the
+        director that made the file), then the providers learnt from gossip, in an
+        order of this node's own so that fetchers spread over them.
+        """
+        if self.store.has(cid):
+            return FetchReport(cid, self.store.path(cid))
+        given = [p for p in dict.fromkeys(providers) if p != self.net.peer_id]
+        candidates = given + self._order(cid, self.providers.get(cid, set()) - set(given))
+        report = FetchReport(cid, self.store.path(cid))
+        if not candidates:
+            raise FetchError(f"{cid.hex()}: no provider known")
+        chunk_list = await self._fetch_list(cid, candidates, report)
+        partial = await trio.to_thread.run_sync(self.store.open_partial, chunk_list)
+        report.resumed_chunks = chunk_list.count - len(partial.missing())
+        await _Download(self, partial, [p for p in candidates if p not in report.failures], report).run()
+        report.path = await trio.to_thread.run_sync(partial.finish)
+        return report
+
+    # -- internals ------------------------------------------------------------------------------
+    def _order(self, cid: bytes, providers: set[ID]) -> list[ID]:
+        """Providers in an order of this node's own (rendezvous hashing), so fetchers spread out."""
+        me = self.net.peer_id.to_bytes()
+        return sorted(
+            (p for p in providers if p != self.net.peer_id),
+            key=lambda p: hashlib.sha256(me + cid + p.to_bytes()).digest(),
+        )
+
+    async def _request(self, peer: ID, request: list) -> tuple[INetStream, list]:
+        stream = await self.net.new_stream(peer, PROTOCOL)
+        try:
+            await write_frame(stream, canonical(request))
+            status = _decode(await read_frame(stream, MAX_STATUS_BYTES), MAX_STATUS_BYTES, "status")
+        except BaseException:
+            await _reset(stream)
+            raise
+        if status[0] in ("missing", "busy"):
+            await _close(stream)
+            raise ProviderUnavailable(status[0])
+        if status[0] != "ok":
+            await _reset(stream)
+            raise ProtocolViolation(f"unknown status {status[0]!r}")
+        return stream, status
+
+    async def _fetch_list(self, cid: bytes, candidates: list[ID], report: FetchReport) -> ChunkList:
+        for peer in candidates:
+            try:
+                with trio.fail_after(self.settings.request_timeout_sec):
+                    stream, status = await self._request(peer, ["list", cid])
+                    await _close(stream)
+                if len(status) != 2 or not isinstance(status[1], bytes):
+                    raise ProtocolViolation("list reply without a chunk list")
+                try:
+                    chunk_list = ChunkList.decode(status[1])
+                except DecodeError as exc:
+                    raise ProtocolViolation(f"chunk list: {exc}") from None
+                if chunk_list.content_id != cid:
+                    raise ProtocolViolation("chunk list does not hash to the content id")
+                if chunk_list.size > self.settings.max_file_bytes:
+                    raise FetchError(
+                        f"{cid.hex()}: {chunk_list.size} bytes exceeds media.max_file_bytes "
+                        f"({self.settings.max_file_bytes})"
+                    )
+                return chunk_list
+            except ProtocolViolation as exc:
+                self._violation(peer, report, exc)
+            except (ProviderUnavailable, trio.TooSlowError, Exception) as exc:
+                if isinstance(exc, FetchError):
+                    raise
+                report.failures[peer] = f"list: {exc or type(exc).__name__}"
+        raise FetchError(f"{cid.hex()}: no provider gave a valid chunk list ({_describe(report.failures)})")
+
+    def _violation(self, peer: ID, report: FetchReport, exc: Exception) -> None:
+        report.failures[peer] = f"cut off: {exc}"
+        self.net.reputation.penalize(peer, "media_violation")
+        log.warning("media provider %s cut off: %s", peer, exc)
+
+
+def _describe(failures: dict) -> str:
+    return "; ".join(f"{peer}: {why}" for peer, why in failures.items()) or "none tried"
+
+
+class _Download:
+    """Shares a file's missing chunks among providers; a failed provider's chunks go back."""
+
+    def __init__(self, service: MediaService, partial: PartialFile, providers: list[ID], report: FetchReport):
+        self.service = service
+        self.partial = partial
+        self.report = report
+        self.queue: deque[int] = deque(partial.missing())
+        self.in_flight = 0
+        self.spare = deque(providers)
+        self.changed = trio.Event()
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(self.service.settings.parallel_providers, len(self.spare))):
+                nursery.start_soon(self._worker, self.spare.popleft(), nursery)
+        if self.queue:
+            raise FetchError(
+                f"{self.partial.cid.hex()}: {len(self.queue)} chunks undelivered "
+                f"({_describe(self.report.failures)})"
+            )
+
+    def _wake(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def _worker(self, peer: ID, nursery: trio.Nursery) -> None:
+        batch: list[int] = []
+        try:
+            while True:
+                if not self.queue:
+                    if self.in_flight == 0:
+                        return
+                    await self.changed.wait()
+                    continue
+                n = self.service.settings.chunks_per_request
+                batch = [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
+                self.in_flight += len(batch)
+                await self._fetch_batch(peer, batch)
+                self.in_flight -= len(batch)
+                batch = []
+                self._wake()
+        except ProtocolViolation as exc:
+            self.service._violation(peer, self.report, exc)
+        except (ProviderUnavailable, trio.TooSlowError, StoreError, Exception) as exc:
+            self.report.failures[peer] = f"chunks: {exc or type(exc).__name__}"
+            log.info("media provider %s dropped: %s", peer, exc)
+        # this provider is done with: its unfinished chunks go back, a spare takes its place
+        unfinished = [i for i in batch if not self.partial.have[i]]
+        self.in_flight -= len(batch)
+        self.queue.extendleft(reversed(unfinished))
+        if self.spare:
+            nursery.start_soon(self._worker, self.spare.popleft(), nursery)
+        self._wake()
+
+    async def _fetch_batch(self, peer: ID, batch: list[int]) -> None:
+        settings = self.service.settings
+        chunk_list = self.partial.chunk_list
+        with trio.fail_after(settings.request_timeout_sec):
+            stream, _ = await self.service._request(peer, ["chunks", self.partial.cid, batch])
+        try:
+            for index in batch:
+                expected = chunk_list.chunk_length(index)
+                with trio.fail_after(settings.request_timeout_sec):
+                    data = await read_frame(stream, expected)
+                if len(data) != expected or not self.partial.check_chunk(index, data):
+                    raise ProtocolViolation(f"chunk {index} does not match the chunk list")
+                self.partial.write_chunk(index, data)
+                self.report.bytes_from[peer] += len(data)
+        except BaseException:
+            await _reset(stream)
+            raise
+        await _close(stream)

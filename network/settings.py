@@ -1,0 +1,111 @@
+"""Typed network settings: the `[network]` table of the operator's TOML.
+
+The node's config loader validates the whole file; this module only defines
+the table's shape and its checks, so `network/` can be built and tested alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import multiaddr
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from generation.validation import describe_validation_error
+
+
+class NetworkConfigError(ValueError):
+    """The `[network]` settings are malformed; the message names the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _parse_multiaddr(value: str) -> multiaddr.Multiaddr:
+    try:
+        return multiaddr.Multiaddr(value)
+    except Exception as exc:  # the multiaddr package raises several unrelated types
+        raise ValueError(f"{value!r} is not a multiaddr ({exc})") from None
+
+
+class GossipSettings(_Strict):
+    # Mesh degree: D, D_low, D_high as in the gossipsub spec.
+    degree: int = Field(6, ge=1, le=32)
+    degree_low: int = Field(4, ge=1, le=32)
+    degree_high: int = Field(10, ge=1, le=64)
+    heartbeat_sec: float = Field(1.0, gt=0, le=60)
+    # How long a pruned peer waits before grafting again (spec default 60 s; short
+    # slots need the mesh to heal within a slot).
+    prune_backoff_sec: int = Field(10, ge=1, le=600)
+    seen_ttl_sec: int = Field(120, ge=10, le=3600)
+    # Messages the node may hold per topic before it is read; beyond it the library drops.
+    subscription_queue: int = Field(4096, ge=32, le=1_000_000)
+    # A peer whose score falls below this is pruned from every mesh and ignored.
+    graylist_score: float = Field(-20.0, lt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GossipSettings:
+        if not self.degree_low <= self.degree <= self.degree_high:
+            raise ValueError(
+                f"need degree_low <= degree <= degree_high, got {self.degree_low}, {self.degree}, "
+                f"{self.degree_high}"
+            )
+        return self
+
+
+class MediaSettings(_Strict):
+    max_file_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=4 * 1024**3)
+    # Providers fetched from at once; more spreads load, fewer saves connections.
+    parallel_providers: int = Field(3, ge=1, le=32)
+    # Chunks asked for in one request; the unit that moves to another provider on failure.
+    chunks_per_request: int = Field(4, ge=1, le=256)
+    request_timeout_sec: float = Field(10.0, gt=0, le=600)
+    max_serving_streams: int = Field(32, ge=1, le=4096)
+
+
+class ReconnectSettings(_Strict):
+    initial_backoff_sec: float = Field(0.5, gt=0, le=60)
+    max_backoff_sec: float = Field(30.0, gt=0, le=3600)
+    dial_timeout_sec: float = Field(5.0, gt=0, le=120)
+
+
+class NetworkSettings(_Strict):
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    bootstrap: tuple[str, ...] = ()
+    gossip: GossipSettings = GossipSettings()
+    media: MediaSettings = MediaSettings()
+    reconnect: ReconnectSettings = ReconnectSettings()
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_addrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if not v:
+            raise ValueError("at least one listen address is needed")
+        for addr in v:
+            ma = _parse_multiaddr(addr)
+            names = [p.name for p in ma.protocols()]
+            if "tcp" not in names:
+                raise ValueError(f"{addr!r}: the node listens on TCP only (e.g. /ip4/0.0.0.0/tcp/4001)")
+        return v
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _bootstrap_addrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for addr in v:
+            ma = _parse_multiaddr(addr)
+            if "p2p" not in [p.name for p in ma.protocols()]:
+                raise ValueError(f"{addr!r}: a bootstrap address must end in /p2p/<peer id>")
+        return v
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None, *, origin: str = "network") -> NetworkSettings:
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise NetworkConfigError(f"{origin}: expected a table of settings, got {type(data).__name__}")
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise NetworkConfigError("\n".join(describe_validation_error(exc, origin))) from None

@@ -1,0 +1,201 @@
+"""The gossip topics of one ICN chain, and the check each message passes before it is forwarded.
+
+Director traffic (proposals, prevotes, precommits, announcements) shares one
+topic rather than one per slot: a fresh topic every 45 s would need a fresh
+mesh, which takes heartbeats to form, right when the votes need it; the slot
+window check drops traffic of other slots just as well. The chain id is part
+of every topic name, so two networks never mix.
+
+Validators are pure functions of the message and a `ValidationContext` (the
+clock's slot, the ledger's directors): they never raise, count every
+rejection by reason, and a rejected message is neither delivered nor
+forwarded, and costs its forwarder gossip score.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cbor2
+
+from consensus.certificate import MAX_CERTIFICATE_BYTES, Certificate
+from consensus.checks import MessageChecker
+from consensus.evidence import MAX_EVIDENCE_BYTES, Evidence
+from consensus.messages import MAX_RECIPE_BYTES, DecodeError, canonical
+from generation.errors import RecipeError
+from generation.recipe import Recipe
+
+
+class Topic(enum.Enum):
+    VOTES = "votes"
+    CERTIFICATES = "certificates"
+    EVIDENCE = "evidence"
+    RECIPES = "recipes"
+    MEDIA_HAVE = "media-have"
+
+    def name_for(self, chain_id: bytes) -> str:
+        return f"/icn/{chain_id.hex()}/{self.value}/1"
+
+
+# The CBOR kind tag each topic carries (consensus messages are [version, kind, ...]).
+_KINDS = {
+    Topic.VOTES: {"announce", "proposal", "prevote", "precommit"},
+    Topic.CERTIFICATES: {"certificate"},
+    Topic.EVIDENCE: {"evidence"},
+    Topic.RECIPES: {"recipe"},
+    Topic.MEDIA_HAVE: {"have"},
+}
+
+
+class ValidationContext(Protocol):
+    chain_id: bytes
+
+    def current_slot(self) -> int: ...
+
+    def directors(self, slot: int) -> Sequence[bytes] | None: ...
+
+
+@dataclass
+class TopicStats:
+    accepted: Counter = field(default_factory=Counter)  # topic -> count
+    rejected: Counter = field(default_factory=Counter)  # (topic, reason) -> count
+
+
+def encode_recipe(recipe: Recipe) -> bytes:
+    return canonical([1, "recipe", recipe.canonical_bytes()])
+
+
+def encode_have(cid: bytes) -> bytes:
+    return canonical([1, "have", cid])
+
+
+class Reject(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _kind_of(data: bytes) -> str | None:
+    """The kind tag of a CBOR message, when it has one (for 'wrong topic' rejections)."""
+    try:
+        items = cbor2.loads(data)
+    except Exception:
+        return None
+    if isinstance(items, list) and len(items) >= 2 and isinstance(items[1], str):
+        return items[1]
+    return None
+
+
+class TopicValidators:
+    """One decode-and-check per topic; `validate` answers the decoded message or raises `Reject`."""
+
+    def __init__(self, context: ValidationContext, *, past_slots: int = 2, future_slots: int = 1) -> None:
+        self.context = context
+        self.past_slots = past_slots
+        self.future_slots = future_slots
+        self.checker = MessageChecker(
+            context.chain_id, context.directors, past_slots=1, future_slots=future_slots
+        )
+        self.stats = TopicStats()
+        self._decoders: dict[Topic, Callable[[bytes], Any]] = {
+            Topic.VOTES: self._vote,
+            Topic.CERTIFICATES: self._certificate,
+            Topic.EVIDENCE: self._evidence,
+            Topic.RECIPES: self._recipe,
+            Topic.MEDIA_HAVE: self._have,
+        }
+
+    def check(self, topic: Topic, data: bytes, *, count: bool = True) -> Any | None:
+        """The decoded message, or None after counting why it was rejected (`count`: in the stats)."""
+        try:
+            if not isinstance(data, bytes | bytearray):
+                raise Reject("not_bytes")
+            kind = _kind_of(bytes(data))
+            if kind is not None and kind not in _KINDS[topic] and any(kind in k for k in _KINDS.values()):
+                raise Reject("wrong_topic")
+            message = self._decoders[topic](bytes(data))
+        except Reject as rej:
+            if count:
+                self.stats.rejected[(topic.value, rej.reason)] += 1
+            return None
+        if count:
+            self.stats.accepted[topic.value] += 1
+        return message
+
+    # -- per topic ------------------------------------------------------------------------------
+    def _in_window(self, slot: int) -> None:
+        now = self.context.current_slot()
+        if slot < now - self.past_slots:
+            raise Reject("stale_slot")
+        if slot > now + self.future_slots:
+            raise Reject("future_slot")
+
+    def _vote(self, data: bytes) -> Any:
+        msg, reason = self.checker.check_reason(data, self.context.current_slot())
+        if msg is None:
+            raise Reject(reason or "rejected")
+        return msg
+
+    def _certificate(self, data: bytes) -> Certificate:
+        try:
+            cert = Certificate.decode(data)
+        except DecodeError as exc:
+            raise Reject(exc.reason) from None
+        self._in_window(cert.slot)
+        directors = self.context.directors(cert.slot)
+        if not directors:
+            raise Reject("unknown_directors")
+        if cert.verify(directors, self.context.chain_id) is not None:
+            raise Reject("bad_certificate")
+        return cert
+
+    def _evidence(self, data: bytes) -> Evidence:
+        if len(data) > MAX_EVIDENCE_BYTES:
+            raise Reject("too_large")
+        try:
+            ev = Evidence.decode(data)
+        except DecodeError as exc:
+            raise Reject(exc.reason) from None
+        directors = self.context.directors(ev.slot)
+        if directors is not None and ev.signer not in directors:
+            raise Reject("not_a_director")
+        if ev.check(self.context.chain_id) is not None:
+            raise Reject("bad_evidence")
+        return ev
+
+    def _recipe(self, data: bytes) -> Recipe:
+        if len(data) > MAX_RECIPE_BYTES + 32:
+            raise Reject("too_large")
+        items = _strict_list(data, 3)
+        if items[0] != 1 or items[1] != "recipe" or not isinstance(items[2], bytes):
+            raise Reject("bad_field")
+        try:
+            recipe = Recipe.parse(items[2])
+        except RecipeError:
+            raise Reject("bad_recipe") from None
+        if encode_recipe(recipe) != data:
+            raise Reject("non_canonical")
+        return recipe
+
+    def _have(self, data: bytes) -> bytes:
+        if len(data) > 64:
+            raise Reject("too_large")
+        items = _strict_list(data, 3)
+        if items[0] != 1 or items[1] != "have" or not isinstance(items[2], bytes) or len(items[2]) != 32:
+            raise Reject("bad_field")
+        return items[2]
+
+
+def _strict_list(data: bytes, length: int) -> list:
+    try:
+        items = cbor2.loads(data)
+    except Exception:
+        raise Reject("malformed_cbor") from None
+    if not isinstance(items, list) or len(items) != length:
+        raise Reject("bad_field")
+    return items
+
