@@ -125,6 +125,7 @@ class NetworkHost:
     # -- internals ------------------------------------------------------------------------------
     async def _dial(self, info: PeerInfo) -> None:
         self.stats.dials += 1
+        quirks.forget_dial_failure(self.host.get_network(), info.peer_id)
         try:
             with trio.fail_after(self.settings.reconnect.dial_timeout_sec):
                 await self.host.connect(info)

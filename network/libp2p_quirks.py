@@ -36,6 +36,17 @@ stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
 9. Eclipse protection counts distinct IP addresses in the mesh; every loopback
    simnet and a validator LAN have one or few, so it is off (the validator set
    is permissioned; scoring handles misbehaviour).
+10. Outbound queue: each peer's outbound RPC queue holds 32 RPCs and drops the
+   rest without telling the publisher, so a burst of more than 32 messages
+   (a node catching up, five directors' votes and announcements at once) loses
+   messages at the first hop. The library builds the queue with its default
+   size and offers no parameter, so `enlarge_outbound_queues` replaces the
+   class the pubsub module instantiates with one of `OUTBOUND_QUEUE_RPCS`
+   (process-wide: every pubsub in this process is ours).
+11. Negative dial cache: once every address of a peer failed, the swarm refuses
+   to dial it again for 60 s. A bootstrap peer restarting, or a partition
+   healing, would stay unreachable for a minute. Our redial loop has its own
+   back-off, so `forget_dial_failure` clears the entry before each redial.
 """
 
 from __future__ import annotations
@@ -49,7 +60,8 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize
+from libp2p.pubsub import pubsub as pubsub_module
+from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize, RpcQueue
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from libp2p.pubsub.subscription import TrioSubscriptionAPI
 
@@ -69,7 +81,11 @@ QUIRKS = (
     "subscription queue holds 32 messages then drops: replaced by a queue of gossip.subscription_queue",
     "negative-score peers keep their mesh place: pruned each heartbeat, then graylisted",
     "eclipse protection needs distinct IPs in the mesh: disabled (permissioned validators, loopback simnets)",
+    "per-peer outbound RPC queue holds 32 and drops bursts silently: enlarged to OUTBOUND_QUEUE_RPCS",
+    "a peer whose dial failed is not redialled for 60 s (negative cache): cleared before our backed-off redials",
 )
+
+OUTBOUND_QUEUE_RPCS = 1024
 
 # Room for the RPC envelope (topic, from, seqno, key, signature, sender record) around the data.
 _RPC_ENVELOPE_ROOM = 8 * 1024
@@ -93,6 +109,13 @@ def connection_config(dial_timeout: float) -> ConnectionConfig:
     return ConnectionConfig(max_connections_per_peer=1, dial_timeout=dial_timeout)
 
 
+def forget_dial_failure(swarm: object, peer: ID) -> None:
+    """Defect 11: let our own back-off, not the swarm's 60 s negative cache, pace redials."""
+    cache = getattr(swarm, "_negative_peer_cache", None)
+    if cache is not None:
+        cache.evict(str(peer))
+
+
 def score_params(settings: GossipSettings, app_score: Callable[[ID], float] | None = None) -> ScoreParams:
     """Scores that only ever punish invalid messages: honest peers sit at 0, a liar sinks.
 
@@ -113,6 +136,16 @@ def score_params(settings: GossipSettings, app_score: Callable[[ID], float] | No
     )
 
 
+class _LargeRpcQueue(RpcQueue):
+    def __init__(self, max_size: int = OUTBOUND_QUEUE_RPCS, max_message_size: int = DefaultMaxMessageSize):
+        super().__init__(max_size=max_size, max_message_size=max_message_size)
+
+
+def enlarge_outbound_queues() -> None:
+    """Defect 10: the per-peer queues pubsub creates from now on hold OUTBOUND_QUEUE_RPCS."""
+    pubsub_module.RpcQueue = _LargeRpcQueue
+
+
 def build_gossipsub(
     protocols: list, settings: GossipSettings, app_score: Callable[[ID], float] | None = None
 ) -> GossipSub:
@@ -131,6 +164,7 @@ def build_gossipsub(
         eclipse_protection_enabled=False,  # defect 9
     )
     router.graft_flood_threshold = 0.0  # defect 4: the library reads it as min(threshold, back-off)
+    enlarge_outbound_queues()  # defect 10
     return router
 
 

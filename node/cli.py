@@ -81,6 +81,16 @@ def _cmd_weights_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from network.identity import write_key_file
+
+    identity = write_key_file(args.out, overwrite=args.force)
+    print(f"key: {args.out} (mode 0600)")
+    print(f"peer id: {identity.peer_id}")
+    print(f"validator public key: {identity.public_key.hex()}")
+    return EXIT_OK
+
+
 def _cmd_plugins_list(args: argparse.Namespace) -> int:
     from generation.config import GenerationSettings
     from generation.plugins import PluginHost
@@ -158,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--models", nargs="*", help="subset of models (default: all)")
     chk.set_defaults(func=_cmd_weights_check)
 
+    keygen = sub.add_parser("keygen", help="create the node's Ed25519 key (peer identity and validator key)")
+    keygen.add_argument("--out", default="node.key", help="key file to write (default: node.key), mode 0600")
+    keygen.add_argument("--force", action="store_true", help="replace an existing key file")
+    keygen.set_defaults(func=_cmd_keygen)
+
     plugins = sub.add_parser("plugins", help="renderer plugins").add_subparsers(
         dest="plugins_cmd", required=True
     )
@@ -173,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from generation.errors import VortexError
+    from network.identity import IdentityError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -184,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VortexError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(exc, ValueError | FileNotFoundError) else EXIT_FAILED
+    except IdentityError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -146,3 +146,19 @@ def test_example_recipe_makes_an_intelligible_playable_slot(tiny_cache: Path, tm
     assert abs(len(samples) / rate - speech_sec) < 0.1  # AAC adds at most a frame or two
     heard = set(_recognise(torch.from_numpy(samples.astype(np.float32))).split())
     assert {"welcome", "cable", "network"} & heard, heard
+
+
+def test_keygen_writes_a_private_key_and_refuses_to_overwrite_it(tmp_path: Path, capsys) -> None:
+    from network.identity import load_key_file
+
+    key = tmp_path / "node.key"
+    assert main(["keygen", "--out", str(key)]) == EXIT_OK
+    out = capsys.readouterr().out
+    identity = load_key_file(key)
+    assert str(identity.peer_id) in out and identity.public_key.hex() in out
+    assert (key.stat().st_mode & 0o777) == 0o600
+    assert main(["keygen", "--out", str(key)]) == EXIT_BAD_INPUT
+    assert "already exists" in capsys.readouterr().err
+    assert load_key_file(key) == identity
+    assert main(["keygen", "--out", str(key), "--force"]) == EXIT_OK
+    assert load_key_file(key) != identity

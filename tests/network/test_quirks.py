@@ -1,0 +1,123 @@
+"""One test per py-libp2p 0.8.1 workaround in network/libp2p_quirks.py: each fails if its workaround stops holding."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from libp2p.network import swarm as libp2p_swarm
+from libp2p.pubsub.pb import rpc_pb2
+
+from network import libp2p_quirks as quirks
+from network.topics import Topic, encode_have
+from tests.network import messages as m
+from tests.network.conftest import CHAIN, meshes_formed, settings, swarm, wait_for
+
+pytestmark = pytest.mark.trio
+
+
+async def test_1_2_9_heartbeat_is_the_configured_one_and_adaptive_gossip_and_eclipse_checks_are_off() -> None:
+    async with swarm(6) as sw:
+        name = Topic.VOTES.name_for(CHAIN)
+        await meshes_formed(sw, name, minimum=3)
+        await trio.sleep(1.0)  # four heartbeats
+        for host in sw.hosts:
+            router = host.router
+            assert router.heartbeat_interval == settings().gossip.heartbeat_sec
+            assert not router.adaptive_gossip_enabled and not router.eclipse_protection_enabled
+            # adaptive gossip would have raised the bounds on this small mesh
+            assert (router.degree_low, router.degree_high) == (3, 8)
+            assert len(router.mesh[name]) <= 8
+
+
+async def test_3_and_10_a_burst_far_above_10_messages_per_second_reaches_a_host_two_hops_away() -> None:
+    async with swarm(3, topology=[(0, 1), (1, 2)]) as sw:
+        await meshes_formed(sw, Topic.MEDIA_HAVE.name_for(CHAIN))
+        burst = [encode_have(i.to_bytes(32, "big")) for i in range(60)]
+        for data in burst:  # well under a second
+            await sw.gossips[0].publish(Topic.MEDIA_HAVE, data)
+        got = set()
+        with trio.fail_after(10):
+            while len(got) < len(burst):
+                got.add((await sw.gossips[2].inbox(Topic.MEDIA_HAVE).receive()).data)
+        assert got == set(burst)
+
+
+async def test_4_a_peer_that_pruned_us_can_graft_again_at_once() -> None:
+    async with swarm(2) as sw:
+        name = Topic.VOTES.name_for(CHAIN)
+        await meshes_formed(sw, name)
+        a, b = sw.hosts
+        await b.router.handle_prune(rpc_pb2.ControlPrune(topicID=name), a.peer_id)
+        assert a.peer_id not in b.router.mesh[name]
+        b.router.back_off.get(name, {}).pop(a.peer_id, None)  # our back-off is for our own GRAFTs
+        await b.router.handle_graft(rpc_pb2.ControlGraft(topicID=name), a.peer_id)
+        assert a.peer_id in b.router.mesh[name]  # the library alone would call this a flood and prune it
+
+
+async def test_5_a_dial_returns_when_it_succeeds_not_after_the_happy_eyeballs_delay(monkeypatch) -> None:
+    monkeypatch.setattr(libp2p_swarm, "_HAPPY_EYEBALLS_DELAY", 60.0)
+    async with swarm(2, topology=[]) as sw:
+        with trio.fail_after(20):  # without the workaround the dial would wait the full 60 s
+            await sw.hosts[0].connect(sw.hosts[1].addrs()[0], keep=False)
+        assert sw.hosts[0].is_connected(sw.hosts[1].peer_id)
+
+
+async def test_6_the_largest_message_we_allow_is_one_the_library_still_delivers() -> None:
+    async with swarm(2) as sw:
+        topic = "/quirk-6"
+        sub = await sw.hosts[1].pubsub.subscribe(topic)
+        await sw.hosts[0].pubsub.subscribe(topic)
+        await wait_for(lambda: len(sw.hosts[0].router.mesh.get(topic, ())) == 1)
+        data = b"\x01" * quirks.MAX_GOSSIP_DATA
+        quirks.check_gossip_size(data)  # allowed
+        await sw.hosts[0].pubsub.publish(topic, data)
+        with trio.fail_after(10):
+            assert (await sub.get()).data == data
+        with pytest.raises(quirks.MessageTooLarge):
+            quirks.check_gossip_size(data + b"\x01")
+
+
+async def test_7_and_10_a_burst_of_300_crosses_the_outbound_queue_and_waits_in_the_inbox_for_the_reader() -> None:
+    async with swarm(2) as sw:
+        await meshes_formed(sw, Topic.MEDIA_HAVE.name_for(CHAIN))
+        sent = [encode_have(i.to_bytes(32, "big")) for i in range(300)]
+        for data in sent:
+            await sw.gossips[0].publish(Topic.MEDIA_HAVE, data)
+        inbox = sw.gossips[1].inbox(Topic.MEDIA_HAVE)
+        await wait_for(lambda: inbox.statistics().current_buffer_used == len(sent))  # nobody read yet
+        got = [inbox.receive_nowait().data for _ in sent]
+        assert sorted(got) == sorted(sent)
+
+
+async def test_8_a_graylisted_mesh_peer_is_pruned_by_the_heartbeat_task() -> None:
+    async with swarm(3) as sw:
+        name = Topic.VOTES.name_for(CHAIN)
+        await meshes_formed(sw, name, minimum=2)
+        a, bad = sw.hosts[0], sw.hosts[2]
+        for _ in range(3):  # three invalid messages' worth of score, as the library counts them
+            a.router.scorer.on_invalid_message(bad.peer_id, name)
+        await wait_for(lambda: bad.peer_id not in a.router.mesh[name])
+        assert (name, bad.peer_id) in a.stats.evicted
+        await trio.sleep(1.0)  # and it stays out: its GRAFTs are refused while graylisted
+        assert bad.peer_id not in a.router.mesh[name]
+        assert sw.hosts[1].peer_id in a.router.mesh[name]
+
+
+async def test_the_gossip_layer_refuses_what_the_library_would_drop() -> None:
+    async with swarm(1) as sw:
+        with pytest.raises(quirks.MessageTooLarge, match="1 MiB"):
+            await sw.gossips[0].publish(Topic.VOTES, m.prevote(0) + b"\x00" * (1 << 20))
+
+
+async def test_11_a_peer_that_failed_a_dial_can_be_dialled_again_at_once() -> None:
+    from network.faults import FaultPlan
+
+    plan = FaultPlan()
+    async with swarm(2, faults=plan, topology=[]) as sw:
+        a, b = sw.hosts
+        plan.partition([a.peer_id], [b.peer_id])
+        with pytest.raises(BaseException):
+            await a.connect(b.addrs()[0], keep=False)  # fails, and lands in the swarm's negative cache
+        plan.heal()
+        await a.connect(b.addrs()[0], keep=False)  # the library alone refuses this for 60 s
+        assert a.is_connected(b.peer_id)
