@@ -47,6 +47,11 @@ stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
    to dial it again for 60 s. A bootstrap peer restarting, or a partition
    healing, would stay unreachable for a minute. Our redial loop has its own
    back-off, so `forget_dial_failure` clears the entry before each redial.
+12. Heartbeat pruning (too many mesh peers) sends PRUNE but, unlike every
+   other prune path and the spec, records no back-off for the pruned peer, so
+   the next heartbeat may GRAFT it straight back; that peer still holds the
+   back-off our PRUNE asked for, refuses, and prunes us in turn: meshes churn
+   on dense graphs. `IcnGossipSub.mesh_heartbeat` records the back-off.
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ QUIRKS = (
     "eclipse protection needs distinct IPs in the mesh: disabled (permissioned validators, loopback simnets)",
     "per-peer outbound RPC queue holds 32 and drops bursts silently: enlarged to OUTBOUND_QUEUE_RPCS",
     "a peer whose dial failed is not redialled for 60 s (negative cache): cleared before our backed-off redials",
+    "heartbeat pruning records no back-off, so pruned peers are re-grafted and refused in a loop: recorded",
 )
 
 OUTBOUND_QUEUE_RPCS = 1024
@@ -146,10 +152,24 @@ def enlarge_outbound_queues() -> None:
     pubsub_module.RpcQueue = _LargeRpcQueue
 
 
+class IcnGossipSub(GossipSub):
+    """GossipSub with the defects that need a method override fixed (4 and 12)."""
+
+    def mesh_heartbeat(self):  # noqa: ANN201 - the library's signature
+        peers_to_graft, peers_to_prune = super().mesh_heartbeat()
+        for peer, topics in peers_to_prune.items():  # defect 12
+            for topic in topics:
+                self._add_back_off(peer, topic, False)
+        return peers_to_graft, peers_to_prune
+
+    def _check_graft_flood_protection(self, peer_id: ID, topic: str) -> bool:  # defect 4
+        return True
+
+
 def build_gossipsub(
     protocols: list, settings: GossipSettings, app_score: Callable[[ID], float] | None = None
 ) -> GossipSub:
-    router = GossipSub(
+    router = IcnGossipSub(
         protocols=protocols,
         degree=settings.degree,
         degree_low=settings.degree_low,
@@ -163,7 +183,6 @@ def build_gossipsub(
         spam_protection_enabled=False,  # defect 3
         eclipse_protection_enabled=False,  # defect 9
     )
-    router.graft_flood_threshold = 0.0  # defect 4: the library reads it as min(threshold, back-off)
     enlarge_outbound_queues()  # defect 10
     return router
 

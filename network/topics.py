@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import cbor2
+import multiaddr
 
 from consensus.certificate import MAX_CERTIFICATE_BYTES, Certificate
 from consensus.checks import MessageChecker
@@ -69,8 +70,24 @@ def encode_recipe(recipe: Recipe) -> bytes:
     return canonical([1, "recipe", recipe.canonical_bytes()])
 
 
-def encode_have(cid: bytes) -> bytes:
-    return canonical([1, "have", cid])
+MAX_HAVE_ADDRS = 4
+MAX_ADDR_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Have:
+    """A node says it holds (verified) media: the content id and where to dial it.
+
+    The peer id is the gossip message's signed origin; the addresses are hints,
+    and a dial checks the peer id through Noise, so a lie costs only a failed dial.
+    """
+
+    cid: bytes
+    addrs: tuple[str, ...] = ()
+
+
+def encode_have(cid: bytes, addrs: Sequence[str] = ()) -> bytes:
+    return canonical([1, "have", cid, [str(a) for a in addrs][:MAX_HAVE_ADDRS]])
 
 
 class Reject(Exception):
@@ -181,13 +198,25 @@ class TopicValidators:
             raise Reject("non_canonical")
         return recipe
 
-    def _have(self, data: bytes) -> bytes:
-        if len(data) > 64:
+    def _have(self, data: bytes) -> Have:
+        if len(data) > 64 + MAX_HAVE_ADDRS * (MAX_ADDR_CHARS + 4):
             raise Reject("too_large")
-        items = _strict_list(data, 3)
+        items = _strict_list(data, 4)
         if items[0] != 1 or items[1] != "have" or not isinstance(items[2], bytes) or len(items[2]) != 32:
             raise Reject("bad_field")
-        return items[2]
+        addrs = items[3]
+        if not isinstance(addrs, list) or len(addrs) > MAX_HAVE_ADDRS:
+            raise Reject("bad_field")
+        for addr in addrs:
+            if not isinstance(addr, str) or len(addr) > MAX_ADDR_CHARS:
+                raise Reject("bad_field")
+            try:
+                multiaddr.Multiaddr(addr)
+            except Exception:
+                raise Reject("bad_address") from None
+        if encode_have(items[2], addrs) != data:
+            raise Reject("non_canonical")
+        return Have(items[2], tuple(addrs))
 
 
 def _strict_list(data: bytes, length: int) -> list:

@@ -52,3 +52,23 @@ def test_consensus_cpu_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
 def test_tts_cpu_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     _, data = run_bench("tts_cpu.py", tmp_path, 1)
     assert data["audio_sec"] > 30 and 0 < data["rtf_median"] == data["rtf_max"]
+
+
+def test_network_loopback_benchmark_runs_in_process_and_as_processes(tmp_path: Path) -> None:
+    out = tmp_path / "net.json"
+    proc = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "network_loopback.py"), "--sizes", "3", "4", "--inprocess-max", "3",
+            "--messages", "8", "--interval", "0.05", "--media-mb", "0.5", "--media-timeout", "10", "--json", str(out),
+        ],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "5-dir a2a ms" in proc.stdout
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["nodes"], r["mode"]) for r in rows] == [(3, "one process"), (4, "process per node")]
+    for r in rows:
+        assert r["gossip_latency_ms"]["missing"] == 0 and r["gossip_latency_ms"]["deliveries"] == 8 * (r["nodes"] - 1)
+        assert 0 < r["gossip_latency_ms"]["p50"] <= r["gossip_latency_ms"]["p99"]
+        assert r["all_to_all_ms"] > 0 and r["media_nodes_done"] == r["nodes"] - 1
+        assert sum(r["bytes_served_by_node"]) == (r["nodes"] - 1) * int(0.5 * 1024 * 1024)

@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cbor2
+import multiaddr
 import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
@@ -36,10 +36,13 @@ from network.host import NetworkHost
 from network.media.content import ChunkList
 from network.media.store import MediaStore, PartialFile, StoreError
 from network.settings import MediaSettings
+from network.topics import MAX_HAVE_ADDRS, encode_have
 
 log = logging.getLogger(__name__)
 
 PROTOCOL = "/icn/media/1.0.0"
+PROVIDER_ADDR_TTL_SEC = 600
+P_P2P = 0x01A5  # multiaddr code of /p2p/
 MAX_REQUEST_BYTES = 2048
 MAX_CHUNKS_PER_REQUEST = 256
 MAX_STATUS_BYTES = 64 * 34 * 1024 + 64  # a status frame may carry a chunk list
@@ -197,9 +200,23 @@ class MediaService:
         self.providers: dict[bytes, set[ID]] = {}
         net.set_stream_handler(PROTOCOL, self.server.handle)
 
-    def add_provider(self, cid: bytes, peer: ID) -> None:
-        if peer != self.net.peer_id:
-            self.providers.setdefault(cid, set()).add(peer)
+    def add_provider(self, cid: bytes, peer: ID, addrs: Iterable[str] = ()) -> None:
+        """Remember a provider, and where to dial it when it is not a direct neighbour."""
+        if peer == self.net.peer_id:
+            return
+        self.providers.setdefault(cid, set()).add(peer)
+        parsed = []
+        for addr in addrs:
+            try:
+                parsed.append(multiaddr.Multiaddr(addr).decapsulate_code(P_P2P))
+            except Exception as exc:  # a hint that does not parse is ignored
+                log.debug("provider address %r ignored: %s", addr, exc)
+        if parsed:
+            self.net.host.get_peerstore().add_addrs(peer, parsed, PROVIDER_ADDR_TTL_SEC)
+
+    def have_message(self, cid: bytes) -> bytes:
+        """The media-have gossip this node publishes once it holds `cid`."""
+        return encode_have(cid, [str(a) for a in self.net.addrs()][:MAX_HAVE_ADDRS])
 
     async def fetch(self, cid: bytes, providers: Iterable[ID] = ()) -> FetchReport:
         """Download `cid` into the store (no-op when present).
@@ -295,12 +312,13 @@ class _Download:
         self.queue: deque[int] = deque(partial.missing())
         self.in_flight = 0
         self.spare = deque(providers)
+        self.used: set[ID] = set()
+        self.workers = 0
         self.changed = trio.Event()
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            for _ in range(min(self.service.settings.parallel_providers, len(self.spare))):
-                nursery.start_soon(self._worker, self.spare.popleft(), nursery)
+            self._recruit(nursery)
         if self.queue:
             raise FetchError(
                 f"{self.partial.cid.hex()}: {len(self.queue)} chunks undelivered "
@@ -311,7 +329,27 @@ class _Download:
         self.changed.set()
         self.changed = trio.Event()
 
+    def _recruit(self, nursery: trio.Nursery) -> None:
+        """Fill free worker places from the spares, then from providers learnt since the start."""
+        learnt = self.service.providers.get(self.partial.cid, set()) - self.used - set(self.spare)
+        self.spare.extend(self.service._order(self.partial.cid, learnt))
+        while self.spare and self.workers < self.service.settings.parallel_providers and self.queue:
+            peer = self.spare.popleft()
+            if peer in self.used or peer in self.report.failures:
+                continue
+            self.used.add(peer)
+            self.workers += 1
+            nursery.start_soon(self._worker, peer, nursery)
+
     async def _worker(self, peer: ID, nursery: trio.Nursery) -> None:
+        try:
+            await self._work(peer, nursery)
+        finally:
+            self.workers -= 1
+        self._recruit(nursery)
+        self._wake()
+
+    async def _work(self, peer: ID, nursery: trio.Nursery) -> None:
         batch: list[int] = []
         try:
             while True:
@@ -326,19 +364,17 @@ class _Download:
                 await self._fetch_batch(peer, batch)
                 self.in_flight -= len(batch)
                 batch = []
+                self._recruit(nursery)
                 self._wake()
         except ProtocolViolation as exc:
             self.service._violation(peer, self.report, exc)
         except (ProviderUnavailable, trio.TooSlowError, StoreError, Exception) as exc:
             self.report.failures[peer] = f"chunks: {exc or type(exc).__name__}"
             log.info("media provider %s dropped: %s", peer, exc)
-        # this provider is done with: its unfinished chunks go back, a spare takes its place
+        # this provider is done with: its unfinished chunks go back for the others
         unfinished = [i for i in batch if not self.partial.have[i]]
         self.in_flight -= len(batch)
         self.queue.extendleft(reversed(unfinished))
-        if self.spare:
-            nursery.start_soon(self._worker, self.spare.popleft(), nursery)
-        self._wake()
 
     async def _fetch_batch(self, peer: ID, batch: list[int]) -> None:
         settings = self.service.settings

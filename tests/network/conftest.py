@@ -25,9 +25,10 @@ def identity(i: int) -> Identity:
 
 def settings(**gossip: object) -> NetworkSettings:
     media = gossip.pop("media", MediaSettings())
+    gossip = {"heartbeat_sec": 0.25, "degree": 4, "degree_low": 3, "degree_high": 8, **gossip}
     return NetworkSettings(
         listen=("/ip4/127.0.0.1/tcp/0",),
-        gossip=GossipSettings(heartbeat_sec=0.25, degree=4, degree_low=3, degree_high=8, **gossip),
+        gossip=GossipSettings(**gossip),
         media=media,
         reconnect=ReconnectSettings(initial_backoff_sec=0.1, max_backoff_sec=1.0, dial_timeout_sec=3.0),
     )

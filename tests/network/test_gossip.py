@@ -10,7 +10,7 @@ from consensus.evidence import Evidence
 from consensus.messages import Prevote
 from generation.recipe import Recipe
 from network.libp2p_quirks import MessageTooLarge
-from network.topics import Topic, encode_have
+from network.topics import Have, Topic, encode_have
 from tests.network import messages as m
 from tests.network.conftest import CHAIN, meshes_formed, settings, swarm, wait_for
 
@@ -35,7 +35,7 @@ async def test_every_valid_message_reaches_every_host_once_over_a_ring() -> None
         await sw.gossips[0].publish(Topic.CERTIFICATES, m.certificate(range(5)))
         await sw.gossips[1].publish(Topic.EVIDENCE, m.evidence(3))
         await sw.gossips[2].publish(Topic.RECIPES, m.recipe())
-        await sw.gossips[3].publish(Topic.MEDIA_HAVE, encode_have(b"\x01" * 32))
+        await sw.gossips[3].publish(Topic.MEDIA_HAVE, encode_have(b"\x01" * 32, ["/ip4/127.0.0.1/tcp/9"]))
         for i, gossip in enumerate(sw.gossips):
             votes = await _drain(gossip, Topic.VOTES, n - 1)
             assert sorted(v.data for v in votes) == sorted(m.prevote(j) for j in range(n) if j != i)
@@ -51,7 +51,7 @@ async def test_every_valid_message_reaches_every_host_once_over_a_ring() -> None
                 assert isinstance(rec.message, Recipe)
             if i != 3:
                 (have,) = await _drain(gossip, Topic.MEDIA_HAVE, 1)
-                assert have.message == b"\x01" * 32
+                assert have.message == Have(b"\x01" * 32, ("/ip4/127.0.0.1/tcp/9",))
         await trio.sleep(0.5)  # duplicates, if any were delivered, would be queued by now
         for gossip in sw.gossips:
             for topic in Topic:
@@ -80,6 +80,7 @@ INVALID = {
     "not_a_director": (Topic.VOTES, lambda: m.prevote(9)),
     "bad_certificate": (Topic.CERTIFICATES, lambda: m.certificate(range(2))),
     "bad_recipe": (Topic.RECIPES, m.bad_recipe),
+    "bad_address": (Topic.MEDIA_HAVE, lambda: encode_have(b"\x01" * 32, ["/not/an/address"])),
 }
 
 

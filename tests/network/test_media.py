@@ -154,3 +154,21 @@ async def test_an_interrupted_download_resumes_asking_only_for_missing_chunks(tm
         assert report.resumed_chunks == 3
         assert report.bytes_from[sw.hosts[0].peer_id] == 3 * CHUNK_BYTES
         assert report.path.read_bytes() == data
+
+
+async def test_a_provider_heard_of_through_gossip_is_dialled_at_the_address_it_announced(tmp_path) -> None:
+    from network.topics import Topic
+
+    data = payload(CHUNK_BYTES + 7, seed=6)
+    async with swarm(3, topology=[(0, 1), (1, 2)]) as sw:  # host 2 has never met host 0
+        media = services(sw, tmp_path)
+        cid = media[0].store.add_bytes(data)
+        await wait_for(lambda: all(len(h.router.mesh.get(Topic.MEDIA_HAVE.name_for(sw.context.chain_id), ())) for h in sw.hosts))
+        await sw.gossips[0].publish(Topic.MEDIA_HAVE, media[0].have_message(cid))
+        with trio.fail_after(10):
+            have = await sw.gossips[2].inbox(Topic.MEDIA_HAVE).receive()
+        assert have.origin == sw.hosts[0].peer_id and have.message.cid == cid
+        media[2].add_provider(have.message.cid, have.origin, have.message.addrs)
+        report = await media[2].fetch(cid)
+        assert report.path.read_bytes() == data and report.bytes_from[sw.hosts[0].peer_id] == len(data)
+        assert sw.hosts[2].is_connected(sw.hosts[0].peer_id)

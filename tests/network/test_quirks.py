@@ -121,3 +121,18 @@ async def test_11_a_peer_that_failed_a_dial_can_be_dialled_again_at_once() -> No
         plan.heal()
         await a.connect(b.addrs()[0], keep=False)  # the library alone refuses this for 60 s
         assert a.is_connected(b.peer_id)
+
+
+async def test_12_a_dense_graph_keeps_its_meshes_without_graft_refusals(caplog) -> None:
+    import logging
+
+    dense = lambda i: settings(degree=3, degree_low=2, degree_high=4)  # noqa: E731 - 7 peers each, mesh of 3-4
+    caplog.set_level(logging.WARNING, logger="libp2p.pubsub.gossipsub")
+    async with swarm(8, net_settings=dense) as sw:
+        name = Topic.VOTES.name_for(CHAIN)
+        await meshes_formed(sw, name, minimum=2)
+        await trio.sleep(3.0)  # twelve heartbeats of pruning and grafting
+        refusals = [r for r in caplog.records if "GRAFT: ignoring request" in r.getMessage()]
+        assert refusals == []
+        for host in sw.hosts:
+            assert 2 <= len(host.router.mesh[name]) <= 4
