@@ -51,13 +51,25 @@ stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
    other prune path and the spec, records no back-off for the pruned peer, so
    the next heartbeat may GRAFT it straight back; that peer still holds the
    back-off our PRUNE asked for, refuses, and prunes us in turn: meshes churn
-   on dense graphs. `IcnGossipSub.mesh_heartbeat` records the back-off.
+   on dense graphs. `IcnGossipSub.mesh_heartbeat` records the back-off. Back-offs
+   are also stored in whole seconds (`int(time.time()) + duration`), so the two
+   sides of a PRUNE expire up to a second apart and the pruner may GRAFT before
+   the pruned peer allows it. So both sides keep `BACKOFF_SLACK_SEC` more
+   back-off for their own GRAFTs than they demand of the other's: we graft
+   after back-off + slack, and accept a GRAFT once back-off alone has passed.
+13. IHAVE gossip skips peers in back-off. Back-off is about GRAFTs only; a node
+   that every peer has pruned (dense graphs: more connections than D_high) gets
+   neither mesh traffic nor gossip until the back-offs expire, so messages do
+   not reach it at all. `IcnGossipSub.gossip_heartbeat` gossips to every
+   non-mesh peer of the topic, as the spec says.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
+from collections import defaultdict
 from collections.abc import Callable
 
 import trio
@@ -89,6 +101,7 @@ QUIRKS = (
     "per-peer outbound RPC queue holds 32 and drops bursts silently: enlarged to OUTBOUND_QUEUE_RPCS",
     "a peer whose dial failed is not redialled for 60 s (negative cache): cleared before our backed-off redials",
     "heartbeat pruning records no back-off, so pruned peers are re-grafted and refused in a loop: recorded",
+    "IHAVE gossip skips peers in back-off, cutting pruned nodes off a topic: gossip to all non-mesh peers",
 )
 
 OUTBOUND_QUEUE_RPCS = 1024
@@ -152,6 +165,9 @@ def enlarge_outbound_queues() -> None:
     pubsub_module.RpcQueue = _LargeRpcQueue
 
 
+BACKOFF_SLACK_SEC = 2
+
+
 class IcnGossipSub(GossipSub):
     """GossipSub with the defects that need a method override fixed (4 and 12)."""
 
@@ -159,8 +175,36 @@ class IcnGossipSub(GossipSub):
         peers_to_graft, peers_to_prune = super().mesh_heartbeat()
         for peer, topics in peers_to_prune.items():  # defect 12
             for topic in topics:
-                self._add_back_off(peer, topic, False)
+                self._add_back_off(peer, topic, False, self.prune_back_off + BACKOFF_SLACK_SEC)
         return peers_to_graft, peers_to_prune
+
+    async def handle_graft(self, graft_msg, sender_peer_id: ID) -> None:  # noqa: ANN001
+        topic = graft_msg.topicID
+        until = self.back_off.get(topic, {}).get(sender_peer_id)
+        if until is not None and until - time.time() <= BACKOFF_SLACK_SEC:  # defect 12: only our slack left
+            del self.back_off[topic][sender_peer_id]
+        await super().handle_graft(graft_msg, sender_peer_id)
+
+    def gossip_heartbeat(self):  # noqa: ANN201 - defect 13: back-off does not apply to IHAVE
+        peers_to_gossip: dict = defaultdict(dict)
+        topics = {**{t: p for t, p in self.fanout.items() if t not in self.mesh}, **self.mesh}
+        for topic, current in topics.items():
+            if topic not in self.pubsub.peer_topics:
+                continue
+            msg_ids = self.mcache.window(topic)
+            if not msg_ids:
+                continue
+            others = len(self.pubsub.peer_topics.get(topic, ())) - len(current)
+            count = self._get_adaptive_gossip_peers_count(topic, others)
+            for peer in self._get_in_topic_gossipsub_peers_from_minus(topic, count, current, False):
+                peers_to_gossip[peer][topic] = list(msg_ids)
+        return peers_to_gossip
+
+    async def handle_prune(self, prune_msg, sender_peer_id: ID) -> None:  # noqa: ANN001
+        await super().handle_prune(prune_msg, sender_peer_id)
+        topic = prune_msg.topicID
+        if sender_peer_id in self.back_off.get(topic, {}):  # defect 12: never graft back early
+            self.back_off[topic][sender_peer_id] += BACKOFF_SLACK_SEC
 
     def _check_graft_flood_protection(self, peer_id: ID, topic: str) -> bool:  # defect 4
         return True

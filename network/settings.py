@@ -38,7 +38,7 @@ class GossipSettings(_Strict):
     heartbeat_sec: float = Field(1.0, gt=0, le=60)
     # How long a pruned peer waits before grafting again (spec default 60 s; short
     # slots need the mesh to heal within a slot).
-    prune_backoff_sec: int = Field(10, ge=1, le=600)
+    prune_backoff_sec: int = Field(5, ge=1, le=600)
     seen_ttl_sec: int = Field(120, ge=10, le=3600)
     # Messages the node may hold per topic before it is read; beyond it the library drops.
     subscription_queue: int = Field(4096, ge=32, le=1_000_000)

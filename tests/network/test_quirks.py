@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import trio
 from libp2p.network import swarm as libp2p_swarm
@@ -134,5 +136,24 @@ async def test_12_a_dense_graph_keeps_its_meshes_without_graft_refusals(caplog) 
         await trio.sleep(3.0)  # twelve heartbeats of pruning and grafting
         refusals = [r for r in caplog.records if "GRAFT: ignoring request" in r.getMessage()]
         assert refusals == []
-        for host in sw.hosts:
-            assert 2 <= len(host.router.mesh[name]) <= 4
+        await sw.gossips[0].publish(Topic.VOTES, m.prevote(0))  # and the meshes still carry messages
+        for gossip in sw.gossips[1:]:
+            with trio.fail_after(10):
+                assert (await gossip.inbox(Topic.VOTES).receive()).data == m.prevote(0)
+
+
+async def test_13_a_node_every_peer_pruned_still_gets_messages_by_gossip() -> None:
+    async with swarm(4) as sw:
+        name = Topic.VOTES.name_for(CHAIN)
+        await meshes_formed(sw, name, minimum=2)
+        lonely, others = sw.hosts[0], sw.hosts[1:]
+        far = time.time() + 600
+        for other in others:  # every mesh link to host 0 pruned, with long back-offs both ways
+            other.router.mesh[name].discard(lonely.peer_id)
+            other.router.back_off.setdefault(name, {})[lonely.peer_id] = far
+            lonely.router.back_off.setdefault(name, {})[other.peer_id] = far
+        lonely.router.mesh[name].clear()
+        await sw.gossips[1].publish(Topic.VOTES, m.prevote(1))
+        with trio.fail_after(10):  # IHAVE, then IWANT: the library alone gossips nothing to it
+            assert (await sw.gossips[0].inbox(Topic.VOTES).receive()).data == m.prevote(1)
+        assert lonely.peer_id not in sw.hosts[1].router.mesh[name]
