@@ -1,0 +1,72 @@
+"""A director's own output for a slot: generate, encode, store, and summarise for consensus.
+
+The engine runs its models in worker threads (anyio), encoding runs in a worker
+thread too, so the node's trio loop keeps serving gossip while the GPU works.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from consensus.agreement import LocalOutput
+from consensus.messages import embedding_to_bytes
+from generation.media import SlotMedia, write_slot_media
+from generation.pipeline import GenerationResult, VortexPipeline
+from generation.recipe import Recipe
+from network.media.store import MediaStore
+
+
+class ProductionError(RuntimeError):
+    """The engine could not make this slot; the message says which stage and why."""
+
+
+@dataclass(frozen=True)
+class Production:
+    result: GenerationResult
+    media: SlotMedia
+    cid: bytes
+    output: LocalOutput
+
+
+def recipe_hash(recipe: Recipe) -> bytes:
+    return bytes.fromhex(recipe.content_hash())
+
+
+async def generate(engine: VortexPipeline, recipe: Recipe, slot: int, timeout_sec: float) -> GenerationResult:
+    result = await engine.generate_slot(recipe, slot, timeout_sec=max(timeout_sec, 0.001))
+    if not result.success or result.verification is None:
+        raise ProductionError(result.error_msg or "the engine returned no verification")
+    return result
+
+
+async def package(
+    engine: VortexPipeline, result: GenerationResult, recipe: Recipe, store: MediaStore, workdir: Path
+) -> Production:
+    """Encode the result to MP4, add it to the media store, and build the announcement's content."""
+    b = engine.settings.buffers
+    slot_dir = workdir / f"slot-{result.slot_id}"
+
+    def encode_and_store() -> tuple[SlotMedia, bytes]:
+        media = write_slot_media(
+            result.video_frames, result.audio_waveform, slot_dir, fps=b.video.fps, sample_rate=b.audio.sample_rate
+        )
+        try:
+            return media, store.add_file(media.mp4_path)
+        finally:
+            shutil.rmtree(slot_dir, ignore_errors=True)  # the store holds its own copy
+
+    media, cid = await trio.to_thread.run_sync(encode_and_store)
+    v = result.verification
+    assert v is not None  # checked by generate()
+    output = LocalOutput(
+        recipe_hash=recipe_hash(recipe),
+        embedding_b=embedding_to_bytes(v.embedding_b.float()),
+        embedding_l=embedding_to_bytes(v.embedding_l.float()),
+        self_check=bool(v.self_check_passed),
+        content_hash=cid,
+    )
+    return Production(result, media, cid, output)

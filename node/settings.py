@@ -1,0 +1,221 @@
+"""The operator's TOML file, validated into one typed `NodeSettings`.
+
+One file configures a node: `[node]` (identity, storage, HTTP address, logs),
+`[chain]` (genesis and validator set), `[slot]` (the phase plan), `[agreement]`
+(consensus timeouts), `[network]` (`network.settings`), `[generation]` (the
+engine's schema, `generation.config`; or `node.generation_config` naming the
+seed's YAML file), `[limits]`. Every error names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from consensus.agreement import AgreementConfig
+from consensus.membership import Genesis, Validator
+from generation.config import GenerationSettings
+from generation.errors import ConfigError
+from generation.validation import describe_validation_error
+from network.settings import NetworkConfigError, NetworkSettings
+
+
+class NodeConfigError(ValueError):
+    """The operator's config is malformed; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:9464)")
+    return value
+
+
+class NodeSection(_Strict):
+    key_file: str = "node.key"
+    storage_dir: str = "data"
+    # Prometheus metrics (/metrics), status (/status) and recipe submission (POST /recipes).
+    http_addr: str = "127.0.0.1:9464"
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    generation_config: str | None = None  # the seed's YAML engine config, instead of [generation]
+    fallback_recipe: str | None = None  # JSON recipe played when the chain names none
+
+    _addr = field_validator("http_addr")(classmethod(lambda cls, v: _host_port(v)))
+
+
+class ValidatorEntry(_Strict):
+    public_key: str = Field(description="hex of the validator's 32-byte Ed25519 public key")
+    region: str = Field(min_length=1, max_length=64)
+    reputation: float = Field(0.0, ge=0, le=1e6)
+
+    @field_validator("public_key")
+    @classmethod
+    def _hex32(cls, v: str) -> str:
+        try:
+            raw = bytes.fromhex(v)
+        except ValueError:
+            raise ValueError("not hex") from None
+        if len(raw) != 32:
+            raise ValueError(f"must be 32 bytes (64 hex digits), got {len(raw)}")
+        return v.lower()
+
+
+class ChainSection(_Strict):
+    genesis_time: float | datetime = Field(description="Unix seconds or an RFC 3339 time")
+    seed: str = ""
+    slot_sec: float = Field(45.0, gt=0, le=3600)
+    directors_per_slot: int = Field(5, ge=1, le=100)
+    max_directors_per_region: int = Field(2, ge=1, le=100)
+    cooldown_slots: int = Field(0, ge=0, le=1000)
+    beacon_lag: int = Field(2, ge=1, le=100)
+    validators: tuple[ValidatorEntry, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ChainSection:
+        keys = [v.public_key for v in self.validators]
+        if len(set(keys)) != len(keys):
+            raise ValueError("two validators share a public key")
+        return self
+
+    def genesis(self) -> Genesis:
+        from network.identity import peer_id_of
+
+        t = self.genesis_time.timestamp() if isinstance(self.genesis_time, datetime) else float(self.genesis_time)
+        validators = tuple(
+            Validator(str(peer_id_of(bytes.fromhex(v.public_key))), bytes.fromhex(v.public_key), v.region, v.reputation)
+            for v in self.validators
+        )
+        return Genesis(
+            validators,
+            t,
+            self.seed.encode(),
+            self.slot_sec,
+            self.directors_per_slot,
+            self.max_directors_per_region,
+            self.cooldown_slots,
+            self.beacon_lag,
+        )
+
+
+class SlotSection(_Strict):
+    """When each phase ends, in seconds from the slot's start (the seed's plan by default).
+
+    audio and actor 0-12 s and warp 12-15 s run inside the engine's call, which must
+    end by `generation_end`; verification (the engine's CLIP stage and encoding the
+    media) by `verification_end`; agreement by `agreement_end`; the rest of the slot
+    is propagation. The committed slot plays in the next slot.
+    """
+
+    generation_end: float = Field(15.0, gt=0)
+    verification_end: float = Field(17.0, gt=0)
+    agreement_end: float = Field(30.0, gt=0)
+
+
+class AgreementSection(_Strict):
+    timeout_propose: float = Field(3.0, gt=0, le=600)
+    timeout_prevote: float = Field(1.0, gt=0, le=600)
+    timeout_precommit: float = Field(1.0, gt=0, le=600)
+    timeout_delta: float = Field(0.5, ge=0, le=600)
+    threshold_b: float = Field(0.9, ge=-1, le=1)
+    threshold_l: float = Field(0.9, ge=-1, le=1)
+    require_self_check: bool = True
+
+    def config(self) -> AgreementConfig:
+        return AgreementConfig(**self.model_dump())
+
+
+class LimitsSection(_Strict):
+    recipe_queue: int = Field(64, ge=1, le=100_000)
+    catch_up_batch: int = Field(64, ge=1, le=10_000)
+    shutdown_grace_sec: float = Field(1.5, gt=0, le=60)
+
+
+class NodeSettings(_Strict):
+    node: NodeSection = NodeSection()
+    chain: ChainSection
+    slot: SlotSection = SlotSection()
+    agreement: AgreementSection = AgreementSection()
+    network: NetworkSettings = NetworkSettings()
+    generation: GenerationSettings = GenerationSettings()
+    limits: LimitsSection = LimitsSection()
+
+    @model_validator(mode="after")
+    def _phases_fit_the_slot(self) -> NodeSettings:
+        s, slot = self.slot, self.chain.slot_sec
+        if not s.generation_end <= s.verification_end <= s.agreement_end <= slot:
+            raise ValueError(
+                f"slot phases must end in order within the slot: generation_end ({s.generation_end}) <= "
+                f"verification_end ({s.verification_end}) <= agreement_end ({s.agreement_end}) <= "
+                f"chain.slot_sec ({slot})"
+            )
+        return self
+
+    # -- loading ------------------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, origin: str, base_dir: Path | None = None) -> NodeSettings:
+        if not isinstance(data, Mapping):
+            raise NodeConfigError(f"{origin}: expected a table of settings")
+        data = dict(data)
+        node = data.get("node", {})
+        yaml_path = node.get("generation_config") if isinstance(node, Mapping) else None
+        if yaml_path is not None and "generation" in data:
+            raise NodeConfigError(f"{origin}: node.generation_config and [generation] both given; use one")
+        try:
+            if isinstance(yaml_path, str):
+                path = Path(yaml_path)
+                if base_dir is not None and not path.is_absolute():
+                    path = base_dir / path
+                data["generation"] = GenerationSettings.from_yaml(path)
+            elif "generation" in data:
+                data["generation"] = GenerationSettings.from_mapping(data["generation"], origin=f"{origin} [generation]")
+            if "network" in data:
+                data["network"] = NetworkSettings.from_mapping(data["network"], origin=f"{origin}: network")
+        except (ConfigError, NetworkConfigError) as exc:
+            raise NodeConfigError(str(exc)) from None
+        try:
+            settings = cls.model_validate(data)
+        except ValidationError as exc:
+            raise NodeConfigError("\n".join(describe_validation_error(exc, origin))) from None
+        if base_dir is not None:
+            settings = settings.with_paths_under(base_dir)
+        return settings
+
+    @classmethod
+    def load(cls, path: str | Path) -> NodeSettings:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise NodeConfigError(f"{path}: config file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise NodeConfigError(f"{path}: cannot read: {exc}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise NodeConfigError(f"{path}: not valid TOML: {exc}") from None
+        return cls.from_mapping(data, origin=str(path), base_dir=path.parent)
+
+    def with_paths_under(self, base: Path) -> NodeSettings:
+        """Relative paths in `[node]` are relative to the config file's folder."""
+
+        def resolve(p: str | None) -> str | None:
+            return p if p is None or Path(p).is_absolute() else str(base / p)
+
+        node = self.node.model_copy(
+            update={
+                "key_file": resolve(self.node.key_file),
+                "storage_dir": resolve(self.node.storage_dir),
+                "fallback_recipe": resolve(self.node.fallback_recipe),
+            }
+        )
+        return self.model_copy(update={"node": node})

@@ -1,0 +1,156 @@
+"""What a node must not lose: certificates, evidence, its own votes, slot outcomes, the media index.
+
+SQLite in WAL mode with `synchronous=FULL`: a committed transaction survives
+SIGKILL and power loss, and a transaction cut short leaves no row. All writes
+go through this one connection from the node's trio thread, so there is one
+writer and no lock contention; each write is one small transaction (well under
+a millisecond in WAL mode). The vote journal is written synchronously on
+purpose: consensus may only release a vote after it is durable (see
+`consensus.journal`), so the write cannot be queued behind other work.
+
+Media files themselves live in the content-addressed `MediaStore` (written to a
+temporary name, renamed after the hash check); this database only indexes them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from consensus.certificate import Certificate
+from consensus.evidence import Evidence
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS certificates (
+    slot INTEGER PRIMARY KEY, hash BLOB NOT NULL, data BLOB NOT NULL, received_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS evidence (
+    hash BLOB PRIMARY KEY, slot INTEGER NOT NULL, signer BLOB NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS votes (
+    slot INTEGER NOT NULL, round INTEGER NOT NULL, step TEXT NOT NULL, value BLOB,
+    PRIMARY KEY (slot, round, step));
+CREATE TABLE IF NOT EXISTS outcomes (
+    slot INTEGER PRIMARY KEY, role TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS media (
+    cid BLOB PRIMARY KEY, slot INTEGER NOT NULL, size INTEGER NOT NULL, origin TEXT NOT NULL);
+"""
+
+
+class StorageError(RuntimeError):
+    """The database cannot be used; the message names the file."""
+
+
+class Storage:
+    def __init__(self, path: str | Path, chain_id: bytes) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            check = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: not a usable node database ({exc})") from None
+        if check != "ok":
+            raise StorageError(f"{self.path}: database integrity check failed: {check}")
+        self._claim(chain_id)
+
+    def _claim(self, chain_id: bytes) -> None:
+        """A storage directory belongs to one chain: refuse to mix two networks' state."""
+        row = self._db.execute("SELECT value FROM meta WHERE key='chain_id'").fetchone()
+        if row is None:
+            with self._tx():
+                self._db.execute("INSERT INTO meta VALUES ('chain_id', ?)", (chain_id.hex(),))
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif row[0] != chain_id.hex():
+            raise StorageError(
+                f"{self.path}: holds the state of chain {row[0][:16]}..., not of this config's chain "
+                f"{chain_id.hex()[:16]}...; use another storage_dir"
+            )
+
+    def _tx(self) -> Any:
+        return self._db  # sqlite3 connection as a context manager: one transaction, rolled back on error
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- certificates and evidence -------------------------------------------------------------------
+    def put_certificate(self, cert: Certificate, received_at: float) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT OR IGNORE INTO certificates VALUES (?, ?, ?, ?)",
+                (cert.slot, cert.hash, cert.encode(), received_at),
+            )
+
+    def certificates(self, from_slot: int = 0, limit: int = 1 << 30) -> Iterator[Certificate]:
+        rows = self._db.execute(
+            "SELECT data FROM certificates WHERE slot >= ? ORDER BY slot LIMIT ?", (from_slot, limit)
+        ).fetchall()
+        for (data,) in rows:
+            yield Certificate.decode(data)
+
+    def certificate_data(self, from_slot: int, limit: int) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT data FROM certificates WHERE slot >= ? ORDER BY slot LIMIT ?", (from_slot, limit)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def last_certified_slot(self) -> int | None:
+        return self._db.execute("SELECT MAX(slot) FROM certificates").fetchone()[0]
+
+    def put_evidence(self, ev: Evidence) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT OR IGNORE INTO evidence VALUES (?, ?, ?, ?)", (ev.hash, ev.slot, ev.signer, ev.encode())
+            )
+
+    def evidence(self) -> list[Evidence]:
+        return [Evidence.decode(r[0]) for r in self._db.execute("SELECT data FROM evidence ORDER BY slot")]
+
+    # -- the vote journal (consensus.journal.VoteJournal) ---------------------------------------------
+    def recorded(self, slot: int, round_: int, step: str) -> bytes | None | type[...]:
+        row = self._db.execute(
+            "SELECT value FROM votes WHERE slot=? AND round=? AND step=?", (slot, round_, step)
+        ).fetchone()
+        return ... if row is None else row[0]
+
+    def record(self, slot: int, round_: int, step: str, value_hash: bytes | None) -> None:
+        existing = self.recorded(slot, round_, step)
+        if existing is not ...:
+            if existing != value_hash:
+                raise ValueError(f"journal already holds a different {step} for slot {slot} round {round_}")
+            return
+        with self._tx():  # committed (fsync, synchronous=FULL) before this returns
+            self._db.execute("INSERT INTO votes VALUES (?, ?, ?, ?)", (slot, round_, step, value_hash))
+
+    def votes(self, slot: int) -> list[tuple[int, str, bytes | None]]:
+        return list(
+            self._db.execute("SELECT round, step, value FROM votes WHERE slot=? ORDER BY round, step", (slot,))
+        )
+
+    # -- outcomes and media ------------------------------------------------------------------------------
+    def put_outcome(self, slot: int, role: str, outcome: str, detail: dict[str, Any]) -> None:
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO outcomes VALUES (?, ?, ?, ?)",
+                (slot, role, outcome, json.dumps(detail, sort_keys=True, default=str)),
+            )
+
+    def outcomes(self) -> list[tuple[int, str, str, dict[str, Any]]]:
+        return [
+            (slot, role, outcome, json.loads(detail))
+            for slot, role, outcome, detail in self._db.execute("SELECT * FROM outcomes ORDER BY slot")
+        ]
+
+    def put_media(self, cid: bytes, slot: int, size: int, origin: str) -> None:
+        with self._tx():
+            self._db.execute("INSERT OR IGNORE INTO media VALUES (?, ?, ?, ?)", (cid, slot, size, origin))
+
+    def media_for_slot(self, slot: int) -> list[bytes]:
+        return [r[0] for r in self._db.execute("SELECT cid FROM media WHERE slot=?", (slot,))]
