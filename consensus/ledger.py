@@ -3,9 +3,11 @@
 State is a pure function of the genesis and the certificates applied, so every
 node that holds the same certificates elects the same directors:
 
-- beacon(s): hash of the newest certificate for a slot <= s - beacon_lag (the
-  lag lets a certificate spread before anyone elects from it), else the
-  genesis seed's hash;
+- beacon(s): hash of the slot and decided value of the newest certificate for
+  a slot <= s - beacon_lag (the lag lets a certificate spread before anyone
+  elects from it), else the genesis seed's hash. The value, not the whole
+  certificate: two nodes may hold different quorums of precommits for the same
+  decision, and must still elect the same directors;
 - evidence carried in a certificate for a slot <= s - beacon_lag bars its
   signer from elections for s on (its reputation no longer counts at all);
 - cooldown: directors of the `cooldown_slots` certified slots before s -
@@ -27,6 +29,11 @@ class LedgerError(ValueError):
     pass
 
 
+def beacon_of(cert: Certificate) -> bytes:
+    """What a certificate contributes to elections: its slot and decided value, not its signatures."""
+    return sha256(b"icn-beacon" + cert.slot.to_bytes(8, "big") + cert.value.hash)
+
+
 class Ledger:
     def __init__(self, genesis: Genesis) -> None:
         self.genesis = genesis
@@ -40,7 +47,7 @@ class Ledger:
         prior = [s for s in self.certificates if s <= horizon]
         if not prior:
             return sha256(b"icn-genesis-beacon" + self.genesis.seed + self.chain_id)
-        return self.certificates[max(prior)].hash
+        return beacon_of(self.certificates[max(prior)])
 
     def barred(self, slot: int) -> set[bytes]:
         """Signers of evidence committed in certificates old enough to count for `slot`."""

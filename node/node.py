@@ -96,6 +96,7 @@ class Node:
         self.metrics = NodeMetrics()
         self.fallback = self._load_fallback()
         self.agreements: dict[int, SlotAgreement] = {}
+        self._slot_nurseries: dict[int, trio.Nursery] = {}
         self.records: dict[int, SlotRecord] = {}
         self._early_votes: dict[int, list[Signed]] = {}
         self._decided: dict[int, trio.Event] = {}
@@ -216,6 +217,7 @@ class Node:
         self.agreements[slot] = sm
         with logs.in_phase(slot, "start"), trio.move_on_at(self._wall_deadline(start + self.genesis.slot_sec)) as whole:
             async with trio.open_nursery() as slot_nursery:
+                self._slot_nurseries[slot] = slot_nursery
                 for msg in self._early_votes.pop(slot, []):
                     await self._perform(sm.receive(msg), slot_nursery)
                 if role == "director":
@@ -232,6 +234,7 @@ class Node:
                         record, "propagation", start + self.genesis.slot_sec, self._ensure_media(cert)
                     )
                 slot_nursery.cancel_scope.cancel()
+        self._slot_nurseries.pop(slot, None)
         if whole.cancelled_caught and "slot" not in record.missed:
             record.missed.append("slot")
         self._finish_record(record, sm)
@@ -323,12 +326,14 @@ class Node:
         log.info("slot %d %s as %s %s", record.slot, record.outcome, record.role, json.dumps(record.phases))
 
     # -- carrying out consensus actions ----------------------------------------------------------------------
-    async def _perform(self, actions: list[Action], nursery: trio.Nursery) -> None:
+    async def _perform(self, actions: list[Action], nursery: trio.Nursery | None) -> None:
+        """Carry out actions; timers need the slot's nursery (a slot that has ended arms none)."""
         for action in actions:
             if isinstance(action, Broadcast):
                 await self._broadcast(action.message)
             elif isinstance(action, ScheduleTimeout):
-                nursery.start_soon(self._timer, action, nursery)
+                if nursery is not None:
+                    nursery.start_soon(self._timer, action, nursery)
             elif isinstance(action, Decided):
                 await self._commit(action.certificate, "agreement")
             elif isinstance(action, EvidenceFound):
@@ -414,10 +419,7 @@ class Node:
                 if signed.slot >= self.current_slot():  # a faster peer's slot: hold it until ours starts
                     self._early_votes.setdefault(signed.slot, []).append(signed)
                 continue
-            await self._perform(sm.receive(signed), self._nursery_for(signed.slot))
-
-    def _nursery_for(self, slot: int) -> trio.Nursery:
-        return self._timer_nurseries.get(slot, self._root)
+            await self._perform(sm.receive(signed), self._slot_nurseries.get(signed.slot))
 
     async def _certificates_loop(self, nursery: trio.Nursery) -> None:
         async for msg in self.gossip.inbox(Topic.CERTIFICATES):

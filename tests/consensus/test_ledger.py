@@ -2,7 +2,7 @@ import pytest
 
 from consensus.certificate import Certificate
 from consensus.evidence import Evidence
-from consensus.ledger import Ledger, LedgerError
+from consensus.ledger import Ledger, LedgerError, beacon_of
 from consensus.membership import Genesis
 from consensus.messages import Precommit, Prevote, Value, sha256
 from tests.consensus.conftest import keys, validators
@@ -38,9 +38,22 @@ def test_same_chain_same_directors_and_beacons() -> None:
         a.apply(cert)
         b.apply(cert)
     assert [a.directors(s) for s in range(10)] == [b.directors(s) for s in range(10)]
-    assert a.beacon(7) == a.certificates[5].hash  # lag 2: slot 7 draws from slot 5's certificate
+    assert a.beacon(7) == beacon_of(a.certificates[5])  # lag 2: slot 7 draws from slot 5's certificate
     assert a.beacon(1) == a.beacon(0)  # before any certificate counts: the genesis beacon
     assert a.recipe(4) == b'{"slot": 4}' and a.recipe(100) is None
+
+
+def test_two_quorums_for_one_decision_give_the_same_beacon_and_directors() -> None:
+    a, b = Ledger(genesis()), Ledger(genesis())
+    value = Value(sha256(b"m"))
+    directors = a.directors(3)
+    sig = {d: Precommit(3, 0, value.hash).signed_by(BY_KEY[d], a.chain_id).signature for d in directors}
+    first = Certificate(3, 0, value, tuple(sorted((d, sig[d]) for d in directors[:4])))
+    other = Certificate(3, 0, value, tuple(sorted((d, sig[d]) for d in directors[1:5])))
+    assert first.hash != other.hash  # different precommit quorums: different certificates
+    a.apply(first)
+    b.apply(other)
+    assert a.beacon(5) == b.beacon(5) and a.directors(5) == b.directors(5)
 
 
 def test_rejects_bad_and_conflicting_certificates() -> None:
@@ -117,7 +130,7 @@ def test_a_new_certificate_refreshes_elections_it_changes() -> None:
     ledger = Ledger(genesis())
     before = ledger.directors(5)  # cached with the genesis beacon
     ledger.apply(certify(ledger, 3, Value(sha256(b"m3"))))
-    assert ledger.beacon(5) == ledger.certificates[3].hash
+    assert ledger.beacon(5) == beacon_of(ledger.certificates[3])
     fresh = Ledger(genesis())
     fresh.apply(certify(fresh, 3, Value(sha256(b"m3"))))
     assert ledger.directors(5) == fresh.directors(5)

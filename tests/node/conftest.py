@@ -1,0 +1,128 @@
+"""Real nodes (tiny engine, short slots) on loopback, in one trio process."""
+
+from __future__ import annotations
+
+import functools
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from network.faults import FaultPlan
+from node.node import Node
+from node.settings import NodeSettings
+from tests.conftest import tiny_settings
+from tests.network.conftest import identity
+
+# A 4 s slot: the engine has until 2.0 s, agreement until 3.2 s, media until the end.
+SHORT_SLOT = {"generation_end": 1.6, "verification_end": 2.0, "agreement_end": 3.2}
+# tiny CLIP models have random weights: their prompt self-check says nothing, so it is not required
+SHORT_TIMEOUTS = {
+    "timeout_propose": 0.6, "timeout_prevote": 0.3, "timeout_precommit": 0.3, "timeout_delta": 0.1,
+    "require_self_check": False,
+}  # fmt: skip
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def node_config(
+    i: int, n: int, ports: list[int], root: Path, genesis_time: float, *, slot_sec: float = 4.0, **extra: Any
+) -> dict:
+    """The TOML-shaped table for node i of n (every node bootstraps to every other)."""
+    return {
+        "node": {"key_file": str(root / f"n{i}.key"), "storage_dir": str(root / f"n{i}"), "http_addr": "127.0.0.1:0"},
+        "chain": {
+            "genesis_time": genesis_time,
+            "seed": "node-tests",
+            "slot_sec": slot_sec,
+            "directors_per_slot": min(5, n),
+            "validators": [
+                {"public_key": identity(j).public_key.hex(), "region": f"r{j % 3}", "reputation": 1.0} for j in range(n)
+            ],
+        },
+        "slot": dict(SHORT_SLOT),
+        "agreement": dict(SHORT_TIMEOUTS),
+        "network": {
+            "listen": [f"/ip4/127.0.0.1/tcp/{ports[i]}"],
+            "bootstrap": [f"/ip4/127.0.0.1/tcp/{ports[j]}/p2p/{identity(j).peer_id}" for j in range(n) if j != i],
+            "gossip": {"heartbeat_sec": 0.25},
+            "reconnect": {"initial_backoff_sec": 0.2, "max_backoff_sec": 1.0},
+        },
+        **extra,
+    }
+
+
+@dataclass
+class Cluster:
+    nodes: list[Node | None]
+    configs: list[NodeSettings]
+    scopes: list[trio.CancelScope] = field(default_factory=list)
+    nursery: trio.Nursery | None = None
+    engine: Any = None
+
+    def kill(self, i: int) -> None:
+        self.scopes[i].cancel()
+        self.nodes[i] = None
+
+    async def start(self, i: int) -> Node:
+        node, scope = await self.nursery.start(functools.partial(_run_node, self.configs[i], self.engine, i))
+        self.nodes[i] = node
+        self.scopes[i] = scope
+        return node
+
+
+async def _run_node(settings: NodeSettings, engine: Any, i: int, *, task_status) -> None:
+    with trio.CancelScope() as scope:
+        node = Node(settings, engine=engine, identity=identity(i), name=f"n{i}")
+        await node.run(task_status=trio.TASK_STATUS_IGNORED if False else _Started(task_status, node, scope))
+
+
+class _Started:
+    """Passes (node, scope) to `nursery.start` once the node reports it is up."""
+
+    def __init__(self, status, node: Node, scope: trio.CancelScope) -> None:
+        self._status, self._node, self._scope = status, node, scope
+
+    def started(self, value: Any = None) -> None:
+        self._status.started((self._node, self._scope))
+
+
+@asynccontextmanager
+async def cluster(
+    root: Path, engine: Any, n: int = 5, *, start_in: float = 2.0, slot_sec: float = 4.0, **extra: Any
+) -> AsyncIterator[Cluster]:
+    ports = free_ports(n)
+    genesis = time.time() + start_in
+    configs = [
+        NodeSettings.from_mapping(node_config(i, n, ports, root, genesis, slot_sec=slot_sec, **extra), origin=f"n{i}")
+        for i in range(n)
+    ]
+    c = Cluster([None] * n, configs, [trio.CancelScope() for _ in range(n)], engine=engine)
+    async with trio.open_nursery() as nursery:
+        c.nursery = nursery
+        for i in range(n):
+            await c.start(i)
+        yield c
+        nursery.cancel_scope.cancel()
+
+
+@pytest.fixture(scope="session")
+def node_engine(tiny_cache: Path):
+    """One tiny engine shared by the in-process nodes (its slot lock serialises them)."""
+    from generation.pipeline import VortexPipeline
+
+    return VortexPipeline(settings=tiny_settings(tiny_cache, speech__source="none"))
