@@ -9,6 +9,7 @@ instant and a command never pays for the engine unless it uses it. Exit codes:
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 from collections.abc import Sequence
@@ -91,6 +92,137 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    import time
+
+    from network.identity import load_key_file, write_key_file
+    from node.template import render
+
+    out, key = Path(args.out), Path(args.key)
+    if out.exists() and not args.force:
+        print(f"error: {out} exists; pass --force to replace it", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    key_path = key if key.is_absolute() else out.parent / key
+    identity = load_key_file(key_path) if key_path.exists() else write_key_file(key_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(
+        render(
+            key_file=str(key),
+            public_key=identity.public_key.hex(),
+            genesis_time=time.time() + 60,
+            seed=args.seed,
+            region=args.region,
+            config_name=out.name,
+        )
+    )
+    print(f"wrote {out} (a one-validator chain starting in a minute; edit [chain] to join a network)")
+    print(f"key {key_path}: peer id {identity.peer_id}")
+    return EXIT_OK
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    from network.identity import load_key_file
+    from node.settings import NodeSettings
+
+    settings = NodeSettings.load(args.file)
+    identity = load_key_file(settings.node.key_file)
+    genesis = settings.chain.genesis()
+    me = identity.public_key
+    role = "a validator" if genesis.validator(me) else "an observer (its key is not in [chain].validators)"
+    s = settings.slot
+    print(f"{args.file}: ok")
+    print(f"  chain id {genesis.chain_id.hex()} ({len(genesis.validators)} validators, {genesis.directors_per_slot} directors a slot)")
+    print(f"  this node: {identity.peer_id}, {role}")
+    print(
+        f"  slot {genesis.slot_sec:g} s: generation until {s.generation_end:g} s, verification {s.verification_end:g} s, "
+        f"agreement {s.agreement_end:g} s, then propagation"
+    )
+    print(f"  engine: device {settings.generation.resolved_device()}, models {settings.generation.resolved_source()}")
+    print(f"  listen {', '.join(settings.network.listen)}; http {settings.node.http_addr}")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import trio
+
+    from node import logs
+    from node.runner import run_until_signal
+    from node.settings import NodeSettings
+
+    from network.identity import load_key_file
+    from node.engine import build_engine
+
+    settings = NodeSettings.load(args.config)
+    identity = load_key_file(settings.node.key_file)  # fail on a bad key before the models load
+    logs.configure(settings.node.log_format, "DEBUG" if args.verbose else settings.node.log_level)
+    print(f"loading models for {args.config} ...", file=sys.stderr)
+    try:
+        engine = build_engine(settings.generation)
+    except KeyboardInterrupt:
+        print("interrupted while loading models", file=sys.stderr)
+        return 130
+    print(f"models resident in {engine.cold_start_sec:.1f} s; starting the node (Ctrl-C stops it)", file=sys.stderr)
+    trio.run(functools.partial(run_until_signal, settings, engine=engine, identity=identity))
+    return EXIT_OK
+
+
+def _http_call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from generation.recipe import Recipe
+
+    try:
+        text = Path(args.recipe).read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read recipe {args.recipe}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    Recipe.parse(text)  # a clear error here rather than from the node
+    try:
+        status, reply = _http_call(f"{args.node.rstrip('/')}/recipes", "POST", text)
+    except OSError as exc:
+        print(f"error: no node answering at {args.node}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if status != 202:
+        print(f"error: node refused the recipe: {reply.get('error', status)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"queued {reply['queued']} ({reply['pending']} pending at that node)")
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    try:
+        status, info = _http_call(f"{args.node.rstrip('/')}/status")
+    except OSError as exc:
+        print(f"error: no node answering at {args.node}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return EXIT_OK
+    last = info.get("last_certificate")
+    print(f"slot {info['slot']}  role {info['role']}  peers {info['peers']}  pending recipes {info['pending_recipes']}")
+    print(f"peer id {info['peer_id']}  chain {info['chain_id'][:16]}...")
+    if last:
+        print(f"last certificate: slot {last['slot']} round {last['round']} media {last['media'][:16]}...")
+    else:
+        print("last certificate: none yet")
+    for slot, rec in info.get("recent_slots", {}).items():
+        print(f"  slot {slot}: {rec['role']} {rec['outcome']}" + (f" (missed {', '.join(rec['missed'])})" if rec["missed"] else ""))
+    return EXIT_OK
+
+
 def _cmd_plugins_list(args: argparse.Namespace) -> int:
     from generation.config import GenerationSettings
     from generation.plugins import PluginHost
@@ -168,6 +300,33 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--models", nargs="*", help="subset of models (default: all)")
     chk.set_defaults(func=_cmd_weights_check)
 
+    run = sub.add_parser("run", help="run the node: join the network and play every slot")
+    run.add_argument("--config", required=True, help="the operator's TOML file")
+    run.set_defaults(func=_cmd_run)
+
+    init = sub.add_parser("init", help="write a commented example config (and a key, if none)")
+    init.add_argument("--out", default="node.toml")
+    init.add_argument("--key", default="node.key", help="key file, relative to the config's folder")
+    init.add_argument("--seed", default="icn-devnet")
+    init.add_argument("--region", default="local")
+    init.add_argument("--force", action="store_true")
+    init.set_defaults(func=_cmd_init)
+
+    config = sub.add_parser("config", help="operator config").add_subparsers(dest="config_cmd", required=True)
+    check = config.add_parser("check", help="validate a config file (and its key) without starting anything")
+    check.add_argument("file")
+    check.set_defaults(func=_cmd_config_check)
+
+    submit = sub.add_parser("submit", help="send a recipe to the network through a local node")
+    submit.add_argument("recipe", help="recipe JSON file")
+    submit.add_argument("--node", default="http://127.0.0.1:9464", help="the node's http_addr")
+    submit.set_defaults(func=_cmd_submit)
+
+    status = sub.add_parser("status", help="a running node's slot, role, peers and last certificate")
+    status.add_argument("--node", default="http://127.0.0.1:9464")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_cmd_status)
+
     keygen = sub.add_parser("keygen", help="create the node's Ed25519 key (peer identity and validator key)")
     keygen.add_argument("--out", default="node.key", help="key file to write (default: node.key), mode 0600")
     keygen.add_argument("--force", action="store_true", help="replace an existing key file")
@@ -189,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from generation.errors import VortexError
     from network.identity import IdentityError
+    from node.engine import EngineStartError
+    from node.settings import NodeConfigError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -200,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VortexError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(exc, ValueError | FileNotFoundError) else EXIT_FAILED
-    except IdentityError as exc:
+    except (IdentityError, NodeConfigError, EngineStartError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from typing import TYPE_CHECKING
+
 from generation.config import GenerationSettings
 from generation.errors import ModelInitError
-from generation.pipeline import VortexPipeline
-from generation.utils.memory import get_vram_stats
+
+if TYPE_CHECKING:
+    from generation.pipeline import VortexPipeline
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,9 @@ def check_budget(settings: GenerationSettings) -> None:
 
 def build_engine(settings: GenerationSettings) -> VortexPipeline:
     """Load every model once; on a GPU, refuse when what is resident exceeds the hard limit."""
+    from generation.pipeline import VortexPipeline
+    from generation.utils.memory import get_vram_stats
+
     if settings.resolved_device() != "cpu":
         check_budget(settings)
     try:

@@ -137,7 +137,6 @@ class AgreementSection(_Strict):
 class LimitsSection(_Strict):
     recipe_queue: int = Field(64, ge=1, le=100_000)
     catch_up_batch: int = Field(64, ge=1, le=10_000)
-    shutdown_grace_sec: float = Field(1.5, gt=0, le=60)
 
 
 class NodeSettings(_Strict):
@@ -175,7 +174,10 @@ class NodeSettings(_Strict):
                 path = Path(yaml_path)
                 if base_dir is not None and not path.is_absolute():
                     path = base_dir / path
-                data["generation"] = GenerationSettings.from_yaml(path)
+                try:
+                    data["generation"] = GenerationSettings.from_yaml(path)
+                except ConfigError as exc:
+                    raise ConfigError(f"{origin}: node.generation_config: {exc}") from None
             elif "generation" in data:
                 data["generation"] = GenerationSettings.from_mapping(data["generation"], origin=f"{origin} [generation]")
             if "network" in data:
@@ -218,4 +220,12 @@ class NodeSettings(_Strict):
                 "fallback_recipe": resolve(self.node.fallback_recipe),
             }
         )
-        return self.model_copy(update={"node": node})
+        models = self.generation.models
+        models = models.model_copy(
+            update={
+                "weights_dir": None if models.weights_dir is None else Path(resolve(str(models.weights_dir))),
+                "cache_dir": None if models.cache_dir is None else Path(resolve(str(models.cache_dir))),
+            }
+        )
+        generation = self.generation.model_copy(update={"models": models})
+        return self.model_copy(update={"node": node, "generation": generation})
