@@ -82,6 +82,12 @@ def _cmd_weights_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_simnet(args: argparse.Namespace) -> int:
+    from simnet.cli import run
+
+    return run(args)
+
+
 def _cmd_keygen(args: argparse.Namespace) -> int:
     from network.identity import write_key_file
 
@@ -326,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--node", default="http://127.0.0.1:9464")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cmd_status)
+
+    simnet = sub.add_parser("simnet", help="run many real nodes on this machine through a scenario, and report")
+    from simnet.cli import add_arguments as simnet_arguments
+
+    simnet_arguments(simnet)
+    simnet.set_defaults(func=_cmd_simnet)
 
     keygen = sub.add_parser("keygen", help="create the node's Ed25519 key (peer identity and validator key)")
     keygen.add_argument("--out", default="node.key", help="key file to write (default: node.key), mode 0600")

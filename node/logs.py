@@ -69,5 +69,6 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
         root.addHandler(handler)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.Formatter.converter = time.gmtime
-    # py-libp2p logs expected events (dials to peers still starting, refused GRAFTs) as warnings
-    logging.getLogger("libp2p").setLevel(max(logging.getLevelName(level), logging.ERROR))
+    # py-libp2p logs expected events (a dial to a peer still starting, a refused GRAFT) as
+    # warnings and errors; the node logs what it does about them itself
+    logging.getLogger("libp2p").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)

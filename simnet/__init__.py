@@ -1,1 +1,1 @@
-"""Harness that runs many real nodes on one machine with injected faults. Built in its own issue."""
+"""Many real ICN nodes on one machine: scenarios, faults, and a report (`icn-node simnet`)."""

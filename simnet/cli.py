@@ -1,0 +1,48 @@
+"""`icn-node simnet [SCENARIO]` / `python -m simnet`: run a scenario and print its report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+from simnet.scenario import Scenario, ScenarioError, bundled
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", nargs="?", default="smoke", help=f"a bundled scenario ({', '.join(bundled())}) or a TOML file")
+    parser.add_argument("--out", help="folder for node files, logs and the report (default: a new temporary folder)")
+    parser.add_argument("--cache-dir", help="where the tiny model weights are built once and shared")
+
+
+def run(args: argparse.Namespace) -> int:
+    from simnet.harness import Harness
+    from simnet.report import build_report, summary, write
+
+    try:
+        scenario = Scenario.load(args.scenario)
+    except ScenarioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix=f"simnet-{scenario.name}-"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    print(f"simnet {scenario.name}: {scenario.nodes} nodes, {scenario.slots} slots of {scenario.slot_sec:g} s; files in {out}")
+    harness = Harness(scenario, out, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    try:
+        result = harness.run()
+    except KeyboardInterrupt:
+        print("interrupted: every node process was stopped", file=sys.stderr)
+        return 130
+    report = build_report(result)
+    paths = write(report, out)
+    print(summary(report))
+    print(f"\nreport: {paths['json']}  table: {paths['summary']}  plot: {paths['plot']}")
+    return 0 if report.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simnet", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

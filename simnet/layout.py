@@ -1,0 +1,162 @@
+"""Everything a simnet's nodes need on disk: keys, ports, one TOML config each, the engine's YAML.
+
+Keys come from the scenario's seed, so a scenario run twice elects the same
+directors. The engine is the tiny CPU profile with smaller buffers and no
+speech model (the speech model costs 0.4 s of CPU per second of audio, which
+twenty processes on two cores cannot afford), so one node process stays well
+under 1 GB; the slot plan is the seed's scaled to `slot_sec`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from generation.config import GenerationSettings
+from network.identity import Identity, write_key_file
+from simnet.scenario import Scenario
+
+# The seed's plan as fractions of a 45 s slot: generation 15, verification 17, agreement 30.
+PLAN = {"generation_end": 15 / 45, "verification_end": 17 / 45, "agreement_end": 30 / 45}
+
+
+def identity(scenario: Scenario, i: int) -> Identity:
+    return Identity(hashlib.sha256(b"simnet/%d/%d" % (scenario.seed, i)).digest())
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def engine_settings(cache_dir: Path) -> dict:
+    data = GenerationSettings.packaged("tiny").model_dump(mode="json")
+    data["models"]["cache_dir"] = str(cache_dir)
+    data["speech"]["source"] = "none"
+    data["buffers"]["video"]["frames"] = 24  # one second at 24 fps: smaller media to move
+    data["device"]["name"] = "cpu"
+    return data
+
+
+@dataclass
+class NodeFiles:
+    index: int
+    identity: Identity
+    config: Path
+    control: Path
+    storage: Path
+    p2p_port: int
+    http_port: int
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.identity.peer_id)
+
+
+@dataclass
+class Layout:
+    root: Path
+    scenario: Scenario
+    genesis_time: float
+    nodes: list[NodeFiles]
+
+
+def bootstrap_of(i: int, n: int) -> list[int]:
+    """Each node dials the next three (a ring with chords): about six peers, near the mesh degree."""
+    return sorted({(i + k) % n for k in (1, 2, 3)} - {i})
+
+
+def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) -> Layout:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "engine.yaml").write_text(yaml.safe_dump(engine_settings(cache_dir)))
+    n = scenario.nodes
+    p2p, http = free_ports(n), free_ports(n)
+    ids = [identity(scenario, i) for i in range(n)]
+    regions = max(3, -(-scenario.directors_per_slot // 2))  # enough regions for the 2-per-region cap
+    validators = [
+        {"public_key": ids[i].public_key.hex(), "region": f"region-{i % regions}", "reputation": 1.0} for i in range(n)
+    ]
+    s = scenario.slot_sec
+    nodes = []
+    for i in range(n):
+        folder = root / f"node-{i:02d}"
+        folder.mkdir(exist_ok=True)
+        key = folder / "node.key"
+        if not key.exists():
+            write_key_file(key, ids[i])
+        config = {
+            "node": {
+                "key_file": "node.key",
+                "storage_dir": "data",
+                "http_addr": f"127.0.0.1:{http[i]}",
+                "generation_config": "../engine.yaml",
+                "log_format": "json",
+            },
+            "chain": {
+                "genesis_time": genesis_time,
+                "seed": f"simnet-{scenario.name}-{scenario.seed}",
+                "slot_sec": s,
+                "directors_per_slot": min(scenario.directors_per_slot, n),
+                "validators": validators,
+            },
+            "slot": {k: round(v * s, 3) for k, v in PLAN.items()},
+            "agreement": {
+                "timeout_propose": round(0.08 * s, 3),
+                "timeout_prevote": round(0.04 * s, 3),
+                "timeout_precommit": round(0.04 * s, 3),
+                "timeout_delta": round(0.02 * s, 3),
+                "require_self_check": False,  # tiny CLIP has random weights: its verdict means nothing
+            },
+            "network": {
+                "listen": [f"/ip4/127.0.0.1/tcp/{p2p[i]}"],
+                "bootstrap": [f"/ip4/127.0.0.1/tcp/{p2p[j]}/p2p/{ids[j].peer_id}" for j in bootstrap_of(i, n)],
+                "gossip": {"heartbeat_sec": 0.5},
+                "reconnect": {"initial_backoff_sec": 0.25, "max_backoff_sec": 2.0},
+            },
+        }
+        path = folder / "node.toml"
+        path.write_text(_toml(config))
+        nodes.append(NodeFiles(i, ids[i], path, folder / "control.json", folder / "data", p2p[i], http[i]))
+    return Layout(root, scenario, genesis_time, nodes)
+
+
+def _toml(data: dict, prefix: str = "") -> str:
+    """A small TOML writer for the configs above (tables, arrays of tables, scalars, lists)."""
+    lines, tables = [], []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_scalar(value)}")
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for key, value in tables:
+        name = f"{prefix}{key}"
+        if isinstance(value, list):
+            for item in value:
+                out += f"\n[[{name}]]\n" + _toml(item, f"{name}.")
+        else:
+            out += f"\n[{name}]\n" + _toml(value, f"{name}.")
+    return out
+
+
+def _scalar(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_scalar(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")

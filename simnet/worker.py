@@ -1,0 +1,66 @@
+"""One simnet node as an OS process: `python -m simnet.worker CONFIG [--behaviour B] [--control FILE]`.
+
+It is the production node (`node.node.Node`), built from the config the
+harness wrote, with a fault plan that follows the control file; a Byzantine
+behaviour, when given, swaps in `simnet.byzantine.ByzantineNode`. It writes
+`ready` next to its config once its host is up, and stops cleanly on SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from network.faults import FaultPlan
+from network.identity import load_key_file
+from node import logs
+from node.engine import build_engine
+from node.node import Node
+from node.settings import NodeSettings
+from simnet import control
+from simnet.scenario import BEHAVIOURS
+
+
+async def _main(settings: NodeSettings, engine, identity, behaviour: str | None, control_file: Path, ready: Path) -> None:
+    plan = FaultPlan()
+    name = control_file.parent.name
+    if behaviour:
+        from simnet.byzantine import ByzantineNode
+
+        node: Node = ByzantineNode(
+            settings, engine=engine, identity=identity, faults=plan, name=name, behaviour=behaviour
+        )
+    else:
+        node = Node(settings, engine=engine, identity=identity, faults=plan, name=name)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            nursery.start_soon(control.follow, control_file, plan, identity.peer_id)
+            ready.write_text(str(identity.peer_id))
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("config")
+    parser.add_argument("--behaviour", choices=BEHAVIOURS)
+    parser.add_argument("--control", required=True)
+    args = parser.parse_args(argv)
+    settings = NodeSettings.load(args.config)
+    identity = load_key_file(settings.node.key_file)
+    logs.configure(settings.node.log_format, settings.node.log_level)
+    engine = build_engine(settings.generation)
+    ready = Path(args.config).with_name("ready")
+    trio.run(functools.partial(_main, settings, engine, identity, args.behaviour, Path(args.control), ready))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
