@@ -1,0 +1,104 @@
+"""How many real nodes one 2-core machine carries: the largest simnet that commits 3 consecutive slots.
+
+For each node count (one OS process per node, tiny CPU engine, 5 directors a
+slot, the default simnet slot of 8 s), run 3 slots and record whether 3
+consecutive slots committed with every invariant kept, the wall time, peak
+memory per node process (RSS, and PSS: the proportional share, since the
+torch/CUDA libraries' pages are shared between the processes), and CPU seconds
+per node. Sizes are tried in order; the run stops at the first failure or when
+the next size would not fit in memory.
+
+    python bench/simnet_scale.py --sizes 5 10 15 20 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import write_json  # noqa: E402
+
+from simnet.harness import Harness  # noqa: E402
+from simnet.report import build_report  # noqa: E402
+from simnet.scenario import Scenario  # noqa: E402
+
+
+def consecutive_committed(report) -> int:
+    best = run = 0
+    for s in report.slots:
+        run = run + 1 if s["committed"] else 0
+        best = max(best, run)
+    return best
+
+
+def mem_available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 15, 20, 25])
+    parser.add_argument("--slots", type=int, default=3)
+    parser.add_argument("--slot-sec", type=float, default=Scenario.model_fields["slot_sec"].default)
+    parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "icn" / "tiny"))
+    parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "simnet_scale.json"))
+    args = parser.parse_args()
+    rows, pss_per_node = [], 0.0
+    for n in args.sizes:
+        if pss_per_node and n * pss_per_node > 0.9 * mem_available_mb():
+            print(f"{n} nodes: skipped, about {n * pss_per_node:.0f} MB needed, {mem_available_mb():.0f} MB available")
+            break
+        sc = Scenario.model_validate({"name": f"scale-{n}", "nodes": n, "slots": args.slots, "slot_sec": args.slot_sec})
+        with tempfile.TemporaryDirectory(prefix=f"simnet-scale-{n}-") as out:
+            result = Harness(sc, Path(out), cache_dir=Path(args.cache_dir)).run()
+            report = build_report(result)
+        nodes = report.nodes
+        pss_per_node = max(x["peak_pss_mb"] for x in nodes)
+        row = {
+            "nodes": n,
+            "consecutive_committed": consecutive_committed(report),
+            "invariants_ok": report.ok,
+            "wall_sec": report.wall_sec,
+            "peak_rss_mb_per_node": max(x["peak_rss_mb"] for x in nodes),
+            "peak_pss_mb_per_node": pss_per_node,
+            "peak_pss_mb_total": round(sum(x["peak_pss_mb"] for x in nodes), 1),
+            "cpu_sec_per_node": round(sum(x["cpu_sec"] for x in nodes) / n, 1),
+            "media_nodes_per_slot": [len(s["media_at_sec"]) for s in report.slots],
+            "certificate_at_sec": [s["certificate_at_sec"] for s in report.slots],
+        }
+        rows.append(row)
+        print(
+            f"{n:>3} nodes: {row['consecutive_committed']} consecutive slots committed, invariants "
+            f"{'ok' if report.ok else 'BROKEN'}, wall {row['wall_sec']:.0f} s, peak per node RSS "
+            f"{row['peak_rss_mb_per_node']:.0f} MB / PSS {pss_per_node:.0f} MB (total PSS {row['peak_pss_mb_total']:.0f} MB), "
+            f"CPU {row['cpu_sec_per_node']:.0f} s per node"
+        )
+        if row["consecutive_committed"] < args.slots or not report.ok:
+            break
+    passing = [r["nodes"] for r in rows if r["consecutive_committed"] >= args.slots and r["invariants_ok"]]
+    largest = max(passing, default=None)
+    print(f"\nlargest node count committing {args.slots} consecutive slots at {args.slot_sec:g} s slots: {largest}")
+    write_json(
+        {
+            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "memory_available_mb": round(mem_available_mb())},
+            "config": vars(args),
+            "largest_passing": largest,
+            "results": rows,
+        },
+        args.json,
+    )
+
+
+if __name__ == "__main__":
+    main()
