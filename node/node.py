@@ -393,13 +393,23 @@ class Node:
     async def _ensure_media(self, cert: Certificate) -> None:
         cid = cert.value.candidate
         if not self.media_store.has(cid):
-            providers = sorted(self.announcers.get(cid, ()), key=str)
-            try:
-                report = await self.media.fetch(cid, providers)
-            except FetchError as exc:
-                log.warning("slot %d media not fetched: %s", cert.slot, exc)
-                self.records.get(cert.slot, SlotRecord(cert.slot, "observer")).detail["media_error"] = str(exc)
-                return
+            # until the caller's deadline: providers not reachable yet (not neighbours, not yet
+            # holding it) become so as `media-have` announcements arrive with their addresses
+            attempt = 0
+            while True:
+                providers = sorted(self.announcers.get(cid, ()), key=str)
+                try:
+                    report = await self.media.fetch(cid, providers)
+                    break
+                except FetchError as exc:
+                    attempt += 1
+                    record = self.records.get(cert.slot)
+                    if record is not None:
+                        record.detail["media_error"] = str(exc)[:300]
+                    log.info("slot %d media not fetched yet (attempt %d): %s", cert.slot, attempt, exc)
+                    await trio.sleep(min(0.25 * attempt, 2.0))
+            if (record := self.records.get(cert.slot)) is not None:
+                record.detail.pop("media_error", None)
             self.metrics.media_fetched_bytes.inc(sum(report.bytes_from.values()))
             self.storage.put_media(cid, cert.slot, report.path.stat().st_size, "fetched")
         record = self.records.get(cert.slot)

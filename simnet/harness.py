@@ -20,19 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from simnet import control
-from simnet.layout import Layout, build
+from simnet.layout import Layout, build, set_genesis
 from simnet.scenario import FaultEvent, RecipeSubmission, Scenario
 
 log = logging.getLogger(__name__)
 
-STOP_GRACE_SEC = 10.0
+GENESIS_DELAY_SEC = 3.0  # from "every engine is ready" to slot 0: time to open hosts and connect
+ENGINE_READY_TIMEOUT_SEC = 900.0
 
 
-def startup_allowance(n: int) -> float:
-    """Seconds from launch to genesis: every process imports torch and builds its tiny engine
-    (about 13 s of CPU each here), sharing the machine's cores."""
-    cores = os.cpu_count() or 1
-    return 10.0 + 14.0 * n / cores
+def stop_grace(n: int) -> float:
+    """How long a clean shutdown may take: n processes share the cores while they close."""
+    return 10.0 + 1.0 * n
 
 
 @dataclass
@@ -72,11 +71,16 @@ class Harness:
     def run(self) -> RunResult:
         sc = self.scenario
         started = time.time()
-        genesis = started + startup_allowance(sc.nodes)
-        self.layout = build(sc, self.out, genesis, self.cache_dir)
+        self.layout = build(sc, self.out, 0.0, self.cache_dir)
         try:
             for p in self.procs:
                 self._start(p)
+            self._wait_for_engines()
+            genesis = time.time() + GENESIS_DELAY_SEC
+            set_genesis(self.layout, genesis)
+            for files in self.layout.nodes:
+                files.go.write_text(str(genesis))
+            self._event("genesis", list(range(sc.nodes)), genesis_time=round(genesis, 3))
             timeline = sorted(
                 [(genesis + f.at_slot * sc.slot_sec, "fault", f) for f in sc.faults]
                 + [(genesis + r.at_slot * sc.slot_sec, "recipe", r) for r in sc.recipes],
@@ -91,6 +95,17 @@ class Harness:
         finally:
             self._stop_all()
         return RunResult(self.layout, self.procs, started, time.time(), self.events)
+
+    def _wait_for_engines(self) -> None:
+        deadline = time.time() + ENGINE_READY_TIMEOUT_SEC
+        while not all(f.engine_ready.exists() for f in self.layout.nodes):
+            dead = [p.index for p in self.procs if p.proc is not None and p.proc.poll() is not None]
+            if dead:
+                raise RuntimeError(f"node processes {dead} exited while loading their engines (see their logs)")
+            if time.time() > deadline:
+                raise RuntimeError(f"node engines not ready after {ENGINE_READY_TIMEOUT_SEC:.0f} s")
+            self._sample()
+            time.sleep(0.2)
 
     def _wait_until(self, t: float) -> None:
         while (left := t - time.time()) > 0:
@@ -136,7 +151,7 @@ class Harness:
                 self._signal(p, signal.SIGCONT)
                 p.paused = False
             self._signal(p, signal.SIGINT)
-        deadline = time.time() + STOP_GRACE_SEC
+        deadline = time.time() + stop_grace(len(self.procs))
         for p in self.procs:
             if p.proc is None:
                 continue

@@ -1,7 +1,9 @@
 """Everything a simnet's nodes need on disk: keys, ports, one TOML config each, the engine's YAML.
 
 Keys come from the scenario's seed, so a scenario run twice elects the same
-directors. The engine is the tiny CPU profile with smaller buffers and no
+directors. The genesis time is written last (`set_genesis`), when every node's
+engine is loaded: on two cores twenty engines take minutes to load, and a chain
+that starts before its nodes are up measures only the start-up. The engine is the tiny CPU profile with smaller buffers and no
 speech model (the speech model costs 0.4 s of CPU per second of audio, which
 twenty processes on two cores cannot afford), so one node process stays well
 under 1 GB; the slot plan is the seed's scaled to `slot_sec`.
@@ -56,6 +58,16 @@ class NodeFiles:
     storage: Path
     p2p_port: int
     http_port: int
+    table: dict
+
+    @property
+    def go(self) -> Path:
+        """Written by the harness once every node's engine is ready; the node then starts."""
+        return self.config.with_name("go")
+
+    @property
+    def engine_ready(self) -> Path:
+        return self.config.with_name("engine-ready")
 
     @property
     def peer_id(self) -> str:
@@ -125,8 +137,18 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
         }
         path = folder / "node.toml"
         path.write_text(_toml(config))
-        nodes.append(NodeFiles(i, ids[i], path, folder / "control.json", folder / "data", p2p[i], http[i]))
+        nodes.append(NodeFiles(i, ids[i], path, folder / "control.json", folder / "data", p2p[i], http[i], config))
     return Layout(root, scenario, genesis_time, nodes)
+
+
+def set_genesis(layout: Layout, genesis_time: float) -> None:
+    """Fix the chain's start in every config, once the harness knows when all nodes are ready."""
+    layout.genesis_time = genesis_time
+    for files in layout.nodes:
+        files.table["chain"]["genesis_time"] = genesis_time
+        tmp = files.config.with_name("node.toml.tmp")
+        tmp.write_text(_toml(files.table))
+        tmp.replace(files.config)
 
 
 def _toml(data: dict, prefix: str = "") -> str:

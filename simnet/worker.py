@@ -2,8 +2,10 @@
 
 It is the production node (`node.node.Node`), built from the config the
 harness wrote, with a fault plan that follows the control file; a Byzantine
-behaviour, when given, swaps in `simnet.byzantine.ByzantineNode`. It writes
-`ready` next to its config once its host is up, and stops cleanly on SIGINT.
+behaviour, when given, swaps in `simnet.byzantine.ByzantineNode`. It loads its
+engine, writes `engine-ready`, waits for the harness's `go` (the config then
+holds the genesis time), writes `ready` once its host is up, and stops cleanly
+on SIGINT.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import functools
 import signal
 import sys
+import time
 from pathlib import Path
 
 import trio
@@ -53,11 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--behaviour", choices=BEHAVIOURS)
     parser.add_argument("--control", required=True)
     args = parser.parse_args(argv)
-    settings = NodeSettings.load(args.config)
+    config = Path(args.config)
+    settings = NodeSettings.load(config)
     identity = load_key_file(settings.node.key_file)
     logs.configure(settings.node.log_format, settings.node.log_level)
     engine = build_engine(settings.generation)
-    ready = Path(args.config).with_name("ready")
+    config.with_name("engine-ready").write_text("")
+    while not config.with_name("go").exists():  # the harness fixes the genesis once all are ready
+        time.sleep(0.1)
+    settings = NodeSettings.load(config)
+    ready = config.with_name("ready")
     trio.run(functools.partial(_main, settings, engine, identity, args.behaviour, Path(args.control), ready))
     return 0
 

