@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from network.media.store import MediaStore  # noqa: E402
 from network.media.transfer import MediaService  # noqa: E402
 from network.settings import GossipSettings, NetworkSettings  # noqa: E402
 from network.topics import Topic  # noqa: E402
+from simnet.layout import free_ports  # noqa: E402
 
 CHAIN = hashlib.sha256(b"icn-network-bench").digest()
 SLOT = 100
@@ -171,18 +171,6 @@ async def _fetch(gossip: Gossip, media: MediaService, cid: bytes, out: dict) -> 
     out["media_done"] = time.time()
     out["media_from"] = {str(p): b for p, b in report.bytes_from.items()}
     await gossip.publish(Topic.MEDIA_HAVE, media.have_message(cid))
-
-
-def free_ports(n: int) -> list[int]:
-    socks, ports = [], []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-        ports.append(s.getsockname()[1])
-    for s in socks:
-        s.close()
-    return ports
 
 
 def make_plan(n: int, args: argparse.Namespace, workdir: str, startup: float) -> dict:

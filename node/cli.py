@@ -11,11 +11,25 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _read_recipe(path: str) -> bytes | None:
+    """The recipe file's bytes, validated (RecipeError names the field); None (and a message) if unreadable."""
+    from generation.recipe import Recipe
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        print(f"error: cannot read recipe {path}: {exc}", file=sys.stderr)
+        return None
+    Recipe.parse(data)
+    return data
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -24,14 +38,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from generation.media import write_slot_media
     from generation.outputs import write_result
     from generation.pipeline import VortexPipeline
-    from generation.recipe import Recipe
 
-    try:
-        text = Path(args.recipe).read_text()
-    except OSError as exc:
-        print(f"error: cannot read recipe {args.recipe}: {exc}", file=sys.stderr)
+    text = _read_recipe(args.recipe)  # fail before the models load
+    if text is None:
         return EXIT_BAD_INPUT
-    Recipe.parse(text)  # fail before the models load
     print("loading models ...", file=sys.stderr)
     pipeline = VortexPipeline(config_path=args.config)
     sources = ", ".join(f"{k}: {v}" for k, v in pipeline.sources.items())
@@ -169,7 +179,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
     print(f"models resident in {engine.cold_start_sec:.1f} s; starting the node (Ctrl-C stops it)", file=sys.stderr)
     trio.run(functools.partial(run_until_signal, settings, engine=engine, identity=identity))
-    return EXIT_OK
+    # Everything is closed and durable (the database in Node.run's `finally`). Skip the
+    # interpreter's own teardown of torch and the CUDA libraries, which can take seconds:
+    # the operator's Ctrl-C should end the process, not start a long exit.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_OK)
 
 
 def _http_call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict]:
@@ -186,14 +202,9 @@ def _http_call(url: str, method: str = "GET", body: bytes | None = None) -> tupl
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from generation.recipe import Recipe
-
-    try:
-        text = Path(args.recipe).read_bytes()
-    except OSError as exc:
-        print(f"error: cannot read recipe {args.recipe}: {exc}", file=sys.stderr)
+    text = _read_recipe(args.recipe)  # a clear error here rather than from the node
+    if text is None:
         return EXIT_BAD_INPUT
-    Recipe.parse(text)  # a clear error here rather than from the node
     try:
         status, reply = _http_call(f"{args.node.rstrip('/')}/recipes", "POST", text)
     except OSError as exc:

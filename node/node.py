@@ -53,6 +53,8 @@ from node.storage import Storage
 
 log = logging.getLogger(__name__)
 
+KEEP_SLOTS = 16  # slots of agreement state, records and announcements kept in memory
+
 FALLBACK_RECIPE = {
     "audio_track": {"script": "You are watching the Interdimensional Cable Network.", "voice_id": "rick_c137"},
     "visual_track": {"prompt": "a test card with colour bars"},
@@ -238,7 +240,16 @@ class Node:
         if whole.cancelled_caught and "slot" not in record.missed:
             record.missed.append("slot")
         self._finish_record(record, sm)
-        self.agreements.pop(slot - 3, None)
+        self._forget_before(slot - KEEP_SLOTS)
+
+    def _forget_before(self, oldest: int) -> None:
+        """Bound what a long-running node keeps in memory (the database keeps the history)."""
+        for table in (self.agreements, self.records, self._decided, self._early_votes):
+            for old in [s for s in table if s < oldest]:
+                del table[old]
+        keep = {c.value.candidate for s, c in self.ledger.certificates.items() if s >= oldest}
+        for cid in [c for c in self.announcers if c not in keep and len(self.announcers) > 4 * KEEP_SLOTS]:
+            del self.announcers[cid]
 
     async def _phase(self, record: SlotRecord, name: str, deadline_wall: float, work: Any) -> None:
         """Run one phase under its deadline; a phase cut off is recorded and counted, never raised."""

@@ -122,7 +122,9 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
             },
             "slot": {k: round(v * s, 3) for k, v in PLAN.items()},
             "agreement": {
-                "timeout_propose": round(0.08 * s, 3),
+                # a proposal crosses several hops of busy processes: wait a good share of the
+                # 13/45 agreement window for it before prevoting nil
+                "timeout_propose": round(0.12 * s, 3),
                 "timeout_prevote": round(0.04 * s, 3),
                 "timeout_precommit": round(0.04 * s, 3),
                 "timeout_delta": round(0.02 * s, 3),

@@ -81,7 +81,11 @@ def _strict_load(model: torch.nn.Module, checkpoint: Path) -> None:
         raise WeightsError(f"kokoro-82m: {checkpoint} lacks the parts {missing}")
     for part in expected:
         state = {k.removeprefix("module."): v for k, v in parts[part].items()}
-        result = getattr(model, part).load_state_dict(state, strict=False)
+        try:
+            result = getattr(model, part).load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches are raised even when not strict
+            first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+            raise WeightsError(f"kokoro-82m: {checkpoint} does not match the config: {part}: {first}") from None
         problems = [f"missing {part}.{k}" for k in result.missing_keys] + [
             f"unexpected {part}.{k}" for k in result.unexpected_keys
         ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +16,7 @@ import trio
 from network.faults import FaultPlan
 from node.node import Node
 from node.settings import NodeSettings
+from simnet.layout import free_ports
 from tests.conftest import tiny_settings
 from tests.network.conftest import identity
 
@@ -27,16 +27,6 @@ SHORT_TIMEOUTS = {
     "timeout_propose": 0.6, "timeout_prevote": 0.3, "timeout_precommit": 0.3, "timeout_delta": 0.1,
     "require_self_check": False,
 }  # fmt: skip
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def node_config(
