@@ -229,12 +229,9 @@ class Node:
                 await self._phase(record, "agreement", start + plan.agreement_end, self._agree(sm, decided, slot_nursery))
                 if not decided.is_set() and not sm.finished:
                     await self._perform(sm.on_deadline(), slot_nursery)
-                # propagation: the committed media must be here before the slot ends
-                cert = self.ledger.certificates.get(slot)
-                if cert is not None:
-                    await self._phase(
-                        record, "propagation", start + self.genesis.slot_sec, self._ensure_media(cert)
-                    )
+                # propagation: the committed media must be here before the slot ends; the
+                # certificate itself may still arrive (late precommits, gossip from a slower part)
+                await self._propagate(record, decided, start + self.genesis.slot_sec)
                 slot_nursery.cancel_scope.cancel()
         self._slot_nurseries.pop(slot, None)
         if whole.cancelled_caught and "slot" not in record.missed:
@@ -262,6 +259,21 @@ class Node:
             record.missed.append(name)
             self.metrics.deadline_missed.labels(name).inc()
             log.warning("slot %d: phase %s cut off at its deadline", record.slot, name)
+
+    async def _propagate(self, record: SlotRecord, decided: trio.Event, deadline_wall: float) -> None:
+        slot = record.slot
+        started = self.wall()
+        with logs.in_phase(slot, "propagation"), trio.move_on_at(self._wall_deadline(deadline_wall)) as scope:
+            await decided.wait()
+            await self._ensure_media(self.ledger.certificates[slot])
+        if slot not in self.ledger.certificates:
+            return  # no decision reached us: a failed slot, not a propagation miss
+        record.phases["propagation"] = round(self.wall() - started, 4)
+        self.metrics.phase_seconds.labels("propagation").observe(self.wall() - started)
+        if scope.cancelled_caught:
+            record.missed.append("propagation")
+            self.metrics.deadline_missed.labels("propagation").inc()
+            log.warning("slot %d: media not here by the end of the slot", slot)
 
     async def _director_work(
         self, slot: int, recipe: Recipe, sm: SlotAgreement, record: SlotRecord, nursery: trio.Nursery
