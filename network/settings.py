@@ -61,7 +61,7 @@ class MediaSettings(_Strict):
     parallel_providers: int = Field(3, ge=1, le=32)
     # Chunks asked for in one request; the unit that moves to another provider on failure.
     chunks_per_request: int = Field(4, ge=1, le=256)
-    request_timeout_sec: float = Field(10.0, gt=0, le=600)
+    request_timeout_sec: float = Field(5.0, gt=0, le=600)
     max_serving_streams: int = Field(32, ge=1, le=4096)
 
 

@@ -135,6 +135,7 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
                 "bootstrap": [f"/ip4/127.0.0.1/tcp/{p2p[j]}/p2p/{ids[j].peer_id}" for j in bootstrap_of(i, n)],
                 "gossip": {"heartbeat_sec": 0.5},
                 "reconnect": {"initial_backoff_sec": 0.25, "max_backoff_sec": 2.0},
+                "media": {"request_timeout_sec": round(0.15 * s, 3)},
             },
         }
         path = folder / "node.toml"

@@ -265,32 +265,50 @@ class MediaService:
         return stream, status
 
     async def _fetch_list(self, cid: bytes, candidates: list[ID], report: FetchReport) -> ChunkList:
-        for peer in candidates:
-            try:
-                with trio.fail_after(self.settings.request_timeout_sec):
-                    stream, status = await self._request(peer, ["list", cid])
-                    await _close(stream)
-                if len(status) != 2 or not isinstance(status[1], bytes):
-                    raise ProtocolViolation("list reply without a chunk list")
-                try:
-                    chunk_list = ChunkList.decode(status[1])
-                except DecodeError as exc:
-                    raise ProtocolViolation(f"chunk list: {exc}") from None
-                if chunk_list.content_id != cid:
-                    raise ProtocolViolation("chunk list does not hash to the content id")
+        """Ask up to `parallel_providers` providers at once; the first valid chunk list wins.
+
+        Racing matters on a loaded network: one provider that accepts the stream and then
+        answers slowly would otherwise hold the whole fetch for a full request timeout.
+        """
+        width = self.settings.parallel_providers
+        for first in range(0, len(candidates), width):
+            found: list[ChunkList] = []
+            async with trio.open_nursery() as nursery:
+                for peer in candidates[first : first + width]:
+                    nursery.start_soon(self._ask_list, peer, cid, report, found, nursery.cancel_scope)
+            if found:
+                chunk_list = found[0]
                 if chunk_list.size > self.settings.max_file_bytes:
                     raise FetchError(
                         f"{cid.hex()}: {chunk_list.size} bytes exceeds media.max_file_bytes "
                         f"({self.settings.max_file_bytes})"
                     )
                 return chunk_list
-            except ProtocolViolation as exc:
-                self._violation(peer, report, exc)
-            except (ProviderUnavailable, trio.TooSlowError, Exception) as exc:
-                if isinstance(exc, FetchError):
-                    raise
-                report.failures[peer] = f"list: {exc or type(exc).__name__}"
         raise FetchError(f"{cid.hex()}: no provider gave a valid chunk list ({_describe(report.failures)})")
+
+    async def _ask_list(
+        self, peer: ID, cid: bytes, report: FetchReport, found: list[ChunkList], done: trio.CancelScope
+    ) -> None:
+        try:
+            with trio.fail_after(self.settings.request_timeout_sec):
+                stream, status = await self._request(peer, ["list", cid])
+                await _close(stream)
+            if len(status) != 2 or not isinstance(status[1], bytes):
+                raise ProtocolViolation("list reply without a chunk list")
+            try:
+                chunk_list = ChunkList.decode(status[1])
+            except DecodeError as exc:
+                raise ProtocolViolation(f"chunk list: {exc}") from None
+            if chunk_list.content_id != cid:
+                raise ProtocolViolation("chunk list does not hash to the content id")
+        except ProtocolViolation as exc:
+            self._violation(peer, report, exc)
+            return
+        except (ProviderUnavailable, trio.TooSlowError, Exception) as exc:  # that provider cannot help now
+            report.failures[peer] = f"list: {exc or type(exc).__name__}"
+            return
+        found.append(chunk_list)
+        done.cancel()
 
     def _violation(self, peer: ID, report: FetchReport, exc: Exception) -> None:
         report.failures[peer] = f"cut off: {exc}"
