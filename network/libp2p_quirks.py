@@ -138,14 +138,14 @@ def forget_dial_failure(swarm: object, peer: ID) -> None:
 def score_params(settings: GossipSettings, app_score: Callable[[ID], float] | None = None) -> ScoreParams:
     """Scores that only ever punish invalid messages: honest peers sit at 0, a liar sinks.
 
-    One invalid message costs 10 (decaying 10 %/heartbeat); the graylist sits at
+    One invalid message costs 10 (decaying by `invalid_penalty_decay` a heartbeat); the graylist sits at
     `graylist_score` (default -20), so a peer sending a few invalid messages in
     a short time is pruned and ignored, and forgiven a minute or so later.
     `app_score` (the node's `PeerReputation.score`) adds penalties for
     misbehaviour outside gossip, such as serving bad media.
     """
     return ScoreParams(
-        p4_invalid_messages=TopicScoreParams(weight=10.0, cap=1000.0, decay=0.9),
+        p4_invalid_messages=TopicScoreParams(weight=10.0, cap=1000.0, decay=settings.invalid_penalty_decay),
         publish_threshold=settings.graylist_score,
         gossip_threshold=settings.graylist_score,
         graylist_threshold=settings.graylist_score,

@@ -44,6 +44,8 @@ class GossipSettings(_Strict):
     subscription_queue: int = Field(4096, ge=32, le=1_000_000)
     # A peer whose score falls below this is pruned from every mesh and ignored.
     graylist_score: float = Field(-20.0, lt=0)
+    # Each invalid message costs 10 points; what is left of a penalty after each heartbeat.
+    invalid_penalty_decay: float = Field(0.9, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _ordered(self) -> GossipSettings:

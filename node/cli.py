@@ -178,7 +178,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print("interrupted while loading models", file=sys.stderr)
         return 130
     print(f"models resident in {engine.cold_start_sec:.1f} s; starting the node (Ctrl-C stops it)", file=sys.stderr)
-    trio.run(functools.partial(run_until_signal, settings, engine=engine, identity=identity))
+    try:
+        trio.run(functools.partial(run_until_signal, settings, engine=engine, identity=identity))
+    except (OSError, ExceptionGroup) as exc:  # e.g. a listen or HTTP address already in use
+        leaf = exc
+        while isinstance(leaf, ExceptionGroup):
+            leaf = leaf.exceptions[0]
+        print(f"error: the node stopped: {leaf}", file=sys.stderr)
+        logging.getLogger(__name__).debug("node failure", exc_info=exc)
+        return EXIT_FAILED
     # Everything is closed and durable (the database in Node.run's `finally`). Skip the
     # interpreter's own teardown of torch and the CUDA libraries, which can take seconds:
     # the operator's Ctrl-C should end the process, not start a long exit.
