@@ -19,7 +19,7 @@ from libp2p.peer.id import ID
 from consensus.certificate import MAX_CERTIFICATE_BYTES
 from consensus.messages import canonical
 from network.host import NetworkHost
-from network.media.transfer import ProtocolViolation, _decode, _reset, read_frame, write_frame
+from network.streams import ProtocolViolation, decode_list, read_frame, reset, write_frame
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class CertificateSync:
     async def _handle(self, stream: INetStream) -> None:
         try:
             with trio.fail_after(self.timeout_sec):
-                request = _decode(await read_frame(stream, 256), 256, "sync request")
+                request = decode_list(await read_frame(stream, 256), 256, "sync request")
                 if len(request) != 3 or request[0] != "certs" or not all(type(x) is int for x in request[1:]):
                     raise ProtocolViolation("bad sync request")
                 start, limit = request[1], min(max(request[2], 0), MAX_BATCH)
@@ -51,7 +51,7 @@ class CertificateSync:
             await stream.close()
         except Exception as exc:  # a bad or vanished asker: drop the stream
             log.debug("sync request failed: %s", exc)
-            await _reset(stream)
+            await reset(stream)
 
     async def fetch(self, peer: ID, from_slot: int, limit: int) -> list[bytes]:
         """Encoded certificates from `peer`, slot `from_slot` on; verification is the caller's."""
@@ -69,7 +69,7 @@ class CertificateSync:
                 else:
                     raise ProtocolViolation(f"more than the {limit} certificates asked for")
             except BaseException:
-                await _reset(stream)
+                await reset(stream)
                 raise
             await stream.close()
         return out

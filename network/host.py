@@ -34,8 +34,8 @@ from libp2p.tools.anyio_service import background_trio_service
 from network import faults as fault_layer
 from network import libp2p_quirks as quirks
 from network.identity import Identity
-from network.reputation import PeerReputation
 from network.media.content import gossip_message_id
+from network.reputation import PeerReputation
 from network.settings import NetworkSettings
 
 log = logging.getLogger(__name__)

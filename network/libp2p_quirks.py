@@ -75,9 +75,9 @@ from collections.abc import Callable
 import trio
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
+from libp2p.pubsub import pubsub as pubsub_module
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
-from libp2p.pubsub import pubsub as pubsub_module
 from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize, RpcQueue
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from libp2p.pubsub.subscription import TrioSubscriptionAPI

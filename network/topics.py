@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import cbor2
 import multiaddr
 
-from consensus.certificate import MAX_CERTIFICATE_BYTES, Certificate
+from consensus.certificate import Certificate
 from consensus.checks import MessageChecker
 from consensus.evidence import MAX_EVIDENCE_BYTES, Evidence
 from consensus.messages import MAX_RECIPE_BYTES, DecodeError, canonical

@@ -161,12 +161,11 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import trio
 
+    from network.identity import load_key_file
     from node import logs
+    from node.engine import build_engine
     from node.runner import run_until_signal
     from node.settings import NodeSettings
-
-    from network.identity import load_key_file
-    from node.engine import build_engine
 
     settings = NodeSettings.load(args.config)
     identity = load_key_file(settings.node.key_file)  # fail on a bad key before the models load

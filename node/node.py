@@ -31,7 +31,7 @@ from consensus.agreement import SlotAgreement
 from consensus.certificate import Certificate
 from consensus.evidence import Evidence
 from consensus.ledger import Ledger, LedgerError
-from consensus.messages import Announce, DecodeError, Signed
+from consensus.messages import Announce, DecodeError, Signed, sha256
 from generation.errors import RecipeError
 from generation.pipeline import VortexPipeline
 from generation.recipe import Recipe
@@ -394,9 +394,9 @@ class Node:
         self.metrics.certificates.labels(source).inc()
         self.metrics.last_certified_slot.set(max(self.ledger.certificates))
         for data in cert.value.evidence:
-            self.evidence_pool.pop(_hash(data), None)
+            self.evidence_pool.pop(sha256(data), None)
         if cert.value.next_recipe is not None:
-            self.recipes.pop(_hash(cert.value.next_recipe), None)
+            self.recipes.pop(sha256(cert.value.next_recipe), None)
         self._decided.setdefault(cert.slot, trio.Event()).set()
         if source != "catch-up":
             await self._publish(Topic.CERTIFICATES, cert.encode())
@@ -476,7 +476,7 @@ class Node:
 
     def _queue_recipe(self, recipe: Recipe) -> bytes:
         data = recipe.canonical_bytes()
-        key = _hash(data)
+        key = sha256(data)
         if key not in self.recipes:
             self.recipes[key] = data
             while len(self.recipes) > self.settings.limits.recipe_queue:
@@ -588,12 +588,6 @@ class Node:
             key = await self.submit_recipe(recipe)
             return Response.json(202, {"queued": key.hex(), "pending": len(self.recipes)})
         return Response.json(404, {"error": f"no route {method} {path}"})
-
-
-def _hash(data: bytes) -> bytes:
-    import hashlib
-
-    return hashlib.sha256(data).digest()
 
 
 def _canonical_recipe(data: bytes) -> bool:

@@ -89,10 +89,7 @@ class Storage:
             )
 
     def certificates(self, from_slot: int = 0, limit: int = 1 << 30) -> Iterator[Certificate]:
-        rows = self._db.execute(
-            "SELECT data FROM certificates WHERE slot >= ? ORDER BY slot LIMIT ?", (from_slot, limit)
-        ).fetchall()
-        for (data,) in rows:
+        for data in self.certificate_data(from_slot, limit):
             yield Certificate.decode(data)
 
     def certificate_data(self, from_slot: int, limit: int) -> list[bytes]:
@@ -100,6 +97,10 @@ class Storage:
             "SELECT data FROM certificates WHERE slot >= ? ORDER BY slot LIMIT ?", (from_slot, limit)
         ).fetchall()
         return [r[0] for r in rows]
+
+    def certificate_arrivals(self) -> dict[int, float]:
+        """slot -> when its certificate was stored (wall clock)."""
+        return dict(self._db.execute("SELECT slot, received_at FROM certificates"))
 
     def last_certified_slot(self) -> int | None:
         return self._db.execute("SELECT MAX(slot) FROM certificates").fetchone()[0]
@@ -151,6 +152,9 @@ class Storage:
     def put_media(self, cid: bytes, slot: int, size: int, origin: str) -> None:
         with self._tx():
             self._db.execute("INSERT OR IGNORE INTO media VALUES (?, ?, ?, ?)", (cid, slot, size, origin))
+
+    def media_ids(self) -> set[bytes]:
+        return {r[0] for r in self._db.execute("SELECT cid FROM media")}
 
     def media_for_slot(self, slot: int) -> list[bytes]:
         return [r[0] for r in self._db.execute("SELECT cid FROM media WHERE slot=?", (slot,))]

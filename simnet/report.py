@@ -60,15 +60,11 @@ def _read_node(files: Any) -> dict[str, Any]:
         return {"certs": {}, "received": {}, "outcomes": {}, "evidence": [], "media": set()}
     storage = Storage(db, settings.chain.genesis().chain_id)
     try:
-        certs, received = {}, {}
-        for slot, data, at in storage._db.execute("SELECT slot, data, received_at FROM certificates ORDER BY slot"):
-            from consensus.certificate import Certificate
-
-            certs[slot] = Certificate.decode(data)
-            received[slot] = at
+        certs = {cert.slot: cert for cert in storage.certificates()}
+        received = storage.certificate_arrivals()
         outcomes = {slot: (role, outcome, detail) for slot, role, outcome, detail in storage.outcomes()}
         evidence = storage.evidence()
-        media = {row[0] for row in storage._db.execute("SELECT cid FROM media")}
+        media = storage.media_ids()
     finally:
         storage.close()
     return {"certs": certs, "received": received, "outcomes": outcomes, "evidence": evidence, "media": media}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -29,7 +30,13 @@ import torch
 
 from generation.errors import WeightsError
 from generation.speech.kokoro_base import MAX_TOKENS, KokoroSpeech
-from generation.weights.layout import KOKORO, KOKORO_CHECKPOINT, KOKORO_PACKS, KOKORO_VOICES, check_weights_dir
+from generation.weights.layout import (
+    KOKORO,
+    KOKORO_CHECKPOINT,
+    KOKORO_PACKS,
+    KOKORO_VOICES,
+    check_weights_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,19 +100,24 @@ def _strict_load(model: torch.nn.Module, checkpoint: Path) -> None:
             raise WeightsError(f"kokoro-82m: {checkpoint} does not match the config: {', '.join(problems[:5])}")
 
 
-def load_kokoro_torch(path: str | Path, device: str | torch.device = "cpu") -> KokoroTorch:
+def _bare_kmodel(config: dict) -> torch.nn.Module:
+    """A KModel with initialised, unloaded weights (KModel insists on loading a checkpoint file:
+    it is given an empty one in a temporary folder, never in the operator's weights directory)."""
     from kokoro import KModel
 
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty.pth"
+        torch.save({}, empty)
+        return KModel(repo_id=KOKORO.repo_id, config=config, model=str(empty))
+
+
+def load_kokoro_torch(path: str | Path, device: str | torch.device = "cpu") -> KokoroTorch:
     path = check_weights_dir(KOKORO, Path(path))
     config = json.loads((path / "config.json").read_text())
-    empty = path / ".empty-checkpoint.pth"  # KModel insists on loading a file; ours is loaded strictly after
-    torch.save({}, empty)
     try:
-        model = KModel(repo_id=KOKORO.repo_id, config=config, model=str(empty))
+        model = _bare_kmodel(config)
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"kokoro-82m: config.json in {path} is not a Kokoro config: {exc!r}") from None
-    finally:
-        empty.unlink(missing_ok=True)
     _strict_load(model, path / CHECKPOINT)
     packs = {}
     for name in PACKS:
@@ -151,17 +163,13 @@ def tiny_config() -> dict:
 
 def build_tiny_kokoro(dest: Path, seed: int) -> None:
     """Write the upstream layout with weights and voice packs drawn from `seed`."""
-    from kokoro import KModel
-
     dest.mkdir(parents=True, exist_ok=True)
     config = tiny_config()
     (dest / "config.json").write_text(json.dumps(config))
-    empty = dest / ".empty.pth"
-    torch.save({}, empty)
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        model = KModel(repo_id=KOKORO.repo_id, config=config, model=str(empty))
+        model = _bare_kmodel(config)
         parts = {p: getattr(model, p).state_dict() for p in ("bert", "bert_encoder", "predictor", "text_encoder", "decoder")}
         torch.save(parts, dest / CHECKPOINT)
         (dest / "voices").mkdir(exist_ok=True)
@@ -170,4 +178,3 @@ def build_tiny_kokoro(dest: Path, seed: int) -> None:
             torch.save(torch.randn(MAX_TOKENS, 1, 256, generator=g) * 0.3, dest / "voices" / f"{name}.pt")
     finally:
         torch.random.set_rng_state(generator_state)
-        empty.unlink(missing_ok=True)

@@ -10,21 +10,16 @@ the whole file, and any provider can serve any chunk.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from consensus.messages import DecodeError, _bytes, _int, _list, canonical, decode_cbor
+from consensus.messages import DecodeError, _bytes, _int, _list, canonical, decode_cbor, sha256
 
 CHUNK_BYTES = 256 * 1024
 MAX_CHUNKS = 1 << 16
 _LIST_OVERHEAD = 64
 DOMAIN = "icn-media-v1"
-
-
-def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
 
 
 def gossip_message_id(msg: object) -> bytes:

@@ -31,11 +31,20 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
-from consensus.messages import DecodeError, canonical, decode_cbor
+from consensus.messages import DecodeError, canonical
 from network.host import NetworkHost
 from network.media.content import ChunkList
 from network.media.store import MediaStore, PartialFile, StoreError
 from network.settings import MediaSettings
+from network.streams import (  # noqa: F401 - ProtocolViolation, read_frame, write_frame: part of this protocol's API
+    ProtocolViolation,
+    ProviderUnavailable,
+    close,
+    decode_list,
+    read_frame,
+    reset,
+    write_frame,
+)
 from network.topics import MAX_HAVE_ADDRS, encode_have
 
 log = logging.getLogger(__name__)
@@ -48,49 +57,8 @@ MAX_CHUNKS_PER_REQUEST = 256
 MAX_STATUS_BYTES = 64 * 34 * 1024 + 64  # a status frame may carry a chunk list
 
 
-class ProtocolViolation(Exception):
-    """The remote broke the protocol (garbage, oversize, wrong data): cut it off."""
-
-
-class ProviderUnavailable(Exception):
-    """The remote does not have the content, is busy, or went away: try another."""
-
-
 class FetchError(Exception):
     """No provider could deliver the content; the message says what each one did."""
-
-
-# -- framing --------------------------------------------------------------------------------------
-async def write_frame(stream: INetStream, data: bytes) -> None:
-    await stream.write(len(data).to_bytes(4, "big") + data)
-
-
-async def _read_exactly(stream: INetStream, n: int) -> bytes:
-    parts, got = [], 0
-    while got < n:
-        part = await stream.read(n - got)
-        if not part:
-            raise ProviderUnavailable(f"stream closed after {got} of {n} bytes")
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
-
-
-async def read_frame(stream: INetStream, max_bytes: int) -> bytes:
-    length = int.from_bytes(await _read_exactly(stream, 4), "big")
-    if length > max_bytes:
-        raise ProtocolViolation(f"frame of {length} bytes, at most {max_bytes} expected")
-    return await _read_exactly(stream, length)
-
-
-def _decode(data: bytes, max_bytes: int, what: str) -> list:
-    try:
-        value = decode_cbor(data, max_bytes)
-    except DecodeError as exc:
-        raise ProtocolViolation(f"{what}: {exc}") from None
-    if not isinstance(value, list) or not value or not isinstance(value[0], str):
-        raise ProtocolViolation(f"{what}: not a CBOR list starting with a string")
-    return value
 
 
 # -- serving --------------------------------------------------------------------------------------
@@ -116,16 +84,16 @@ class MediaServer:
         except (ProtocolViolation, ProviderUnavailable, trio.TooSlowError) as exc:
             self.stats.requests["bad_request"] += 1
             log.debug("media request failed: %s", exc)
-            await _reset(stream)
+            await reset(stream)
         except Exception as exc:  # a dying connection raises the library's own stream errors
             self.stats.requests["stream_error"] += 1
             log.debug("media stream error: %s", exc)
-            await _reset(stream)
+            await reset(stream)
         else:
-            await _close(stream)
+            await close(stream)
 
     async def _serve(self, stream: INetStream) -> None:
-        request = _decode(await read_frame(stream, MAX_REQUEST_BYTES), MAX_REQUEST_BYTES, "request")
+        request = decode_list(await read_frame(stream, MAX_REQUEST_BYTES), MAX_REQUEST_BYTES, "request")
         op = request[0]
         if op not in ("list", "chunks") or len(request) != (2 if op == "list" else 3):
             raise ProtocolViolation(f"unknown request {op!r} of {len(request)} items")
@@ -163,20 +131,6 @@ class MediaServer:
                 self.stats.bytes_served += len(data)
         finally:
             self._slots.release()
-
-
-async def _reset(stream: INetStream) -> None:
-    try:
-        await stream.reset()
-    except Exception as exc:  # already gone
-        log.debug("stream reset: %s", exc)
-
-
-async def _close(stream: INetStream) -> None:
-    try:
-        await stream.close()
-    except Exception as exc:
-        log.debug("stream close: %s", exc)
 
 
 # -- fetching -------------------------------------------------------------------------------------
@@ -252,15 +206,15 @@ class MediaService:
         stream = await self.net.new_stream(peer, PROTOCOL)
         try:
             await write_frame(stream, canonical(request))
-            status = _decode(await read_frame(stream, MAX_STATUS_BYTES), MAX_STATUS_BYTES, "status")
+            status = decode_list(await read_frame(stream, MAX_STATUS_BYTES), MAX_STATUS_BYTES, "status")
         except BaseException:
-            await _reset(stream)
+            await reset(stream)
             raise
         if status[0] in ("missing", "busy"):
-            await _close(stream)
+            await close(stream)
             raise ProviderUnavailable(status[0])
         if status[0] != "ok":
-            await _reset(stream)
+            await reset(stream)
             raise ProtocolViolation(f"unknown status {status[0]!r}")
         return stream, status
 
@@ -292,7 +246,7 @@ class MediaService:
         try:
             with trio.fail_after(self.settings.request_timeout_sec):
                 stream, status = await self._request(peer, ["list", cid])
-                await _close(stream)
+                await close(stream)
             if len(status) != 2 or not isinstance(status[1], bytes):
                 raise ProtocolViolation("list reply without a chunk list")
             try:
@@ -409,6 +363,6 @@ class _Download:
                 self.partial.write_chunk(index, data)
                 self.report.bytes_from[peer] += len(data)
         except BaseException:
-            await _reset(stream)
+            await reset(stream)
             raise
-        await _close(stream)
+        await close(stream)

@@ -7,7 +7,7 @@ import trio
 
 from network.faults import RETRANSMIT_TIMEOUT_SEC, FaultPlan, LinkFault
 from network.topics import Topic, encode_have
-from tests.network.conftest import CHAIN, identity, meshes_formed, swarm, wait_for
+from tests.network.conftest import CHAIN, identity, meshes_formed, swarm
 
 pytestmark = pytest.mark.trio
 

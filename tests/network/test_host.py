@@ -7,13 +7,13 @@ import pytest
 import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 
 from network.host import open_host
 from network.settings import NetworkSettings, ReconnectSettings
-from tests.network.conftest import identity, settings, swarm, wait_for
+from tests.network.conftest import identity, swarm, wait_for
 
 pytestmark = pytest.mark.trio
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import trio
 
+from consensus.messages import canonical
+from network.faults import FaultPlan
 from network.media.content import CHUNK_BYTES, ChunkList
 from network.media.store import MediaStore
 from network.media.transfer import PROTOCOL, FetchError, MediaService, read_frame, write_frame
-from network.faults import FaultPlan
 from network.settings import MediaSettings
-from consensus.messages import canonical
 from tests.network.conftest import settings, swarm, wait_for
 
 pytestmark = pytest.mark.trio

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import trio
 
-from network.faults import FaultPlan
 from node.node import Node
 from node.settings import NodeSettings
 from simnet.layout import free_ports
@@ -78,7 +77,7 @@ class Cluster:
 async def _run_node(settings: NodeSettings, engine: Any, i: int, *, task_status) -> None:
     with trio.CancelScope() as scope:
         node = Node(settings, engine=engine, identity=identity(i), name=f"n{i}")
-        await node.run(task_status=trio.TASK_STATUS_IGNORED if False else _Started(task_status, node, scope))
+        await node.run(task_status=_Started(task_status, node, scope))
 
 
 class _Started:

@@ -1,0 +1,70 @@
+"""Length-prefixed frames on libp2p streams, shared by the node's own stream protocols.
+
+Each frame is a 4-byte big-endian length and that many bytes; a frame longer
+than the reader allows is a protocol violation (the peer is cut off), a stream
+that ends early means the peer went away.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from libp2p.abc import INetStream
+
+from consensus.messages import DecodeError, decode_cbor
+
+log = logging.getLogger(__name__)
+
+
+class ProtocolViolation(Exception):
+    """The remote broke the protocol (garbage, oversize, wrong data): cut it off."""
+
+
+class ProviderUnavailable(Exception):
+    """The remote does not have the content, is busy, or went away: try another."""
+
+
+async def write_frame(stream: INetStream, data: bytes) -> None:
+    await stream.write(len(data).to_bytes(4, "big") + data)
+
+
+async def _read_exactly(stream: INetStream, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        part = await stream.read(n - got)
+        if not part:
+            raise ProviderUnavailable(f"stream closed after {got} of {n} bytes")
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+async def read_frame(stream: INetStream, max_bytes: int) -> bytes:
+    length = int.from_bytes(await _read_exactly(stream, 4), "big")
+    if length > max_bytes:
+        raise ProtocolViolation(f"frame of {length} bytes, at most {max_bytes} expected")
+    return await _read_exactly(stream, length)
+
+
+def decode_list(data: bytes, max_bytes: int, what: str) -> list:
+    try:
+        value = decode_cbor(data, max_bytes)
+    except DecodeError as exc:
+        raise ProtocolViolation(f"{what}: {exc}") from None
+    if not isinstance(value, list) or not value or not isinstance(value[0], str):
+        raise ProtocolViolation(f"{what}: not a CBOR list starting with a string")
+    return value
+
+
+async def reset(stream: INetStream) -> None:
+    try:
+        await stream.reset()
+    except Exception as exc:  # already gone
+        log.debug("stream reset: %s", exc)
+
+
+async def close(stream: INetStream) -> None:
+    try:
+        await stream.close()
+    except Exception as exc:
+        log.debug("stream close: %s", exc)
