@@ -70,15 +70,19 @@ class BudgetSettings(_Strict):
     kokoro: float = Field(0.4, gt=0)
     clip_b: float = Field(0.3, gt=0)
     clip_l: float = Field(0.6, gt=0)
-    overhead: float = Field(1.0, ge=0)
+    # The seed's table says ~1.0 here, which puts its own sum at 11.8 GB, over its 11.5 GB hard
+    # limit: a GPU node would refuse to start with the defaults. 0.7 makes the table add up.
+    overhead: float = Field(0.7, ge=0)
 
 
 class ModelsSettings(_Strict):
-    source: Literal["auto", "full", "tiny"] = Field(
-        "auto", description="full: real weights from weights_dir; tiny: seeded toy sizes; auto: tiny on CPU"
+    source: Literal["auto", "full", "tiny", "random"] = Field(
+        "auto",
+        description="full: real weights from weights_dir; tiny: seeded toy sizes; auto: tiny on CPU; "
+        "random: full sizes with seeded random weights and no files (benchmarks only)",
     )
     weights_dir: Path | None = None
-    tiny_seed: int = Field(0, ge=0, lt=2**63)
+    tiny_seed: int = Field(0, ge=0, lt=2**63, description="the seed of the tiny and random weights")
     cache_dir: Path | None = Field(None, description="where tiny weights are materialised; default ~/.cache")
     precision: PrecisionSettings = PrecisionSettings()
     budgets_gb: BudgetSettings = BudgetSettings()
@@ -107,6 +111,11 @@ class VideoBufferSettings(_Strict):
     width: int = Field(512, ge=16, le=2048)
     channels: Literal[3] = 3
     fps: int = Field(24, ge=1, le=120)
+    location: Literal["host", "device"] = Field(
+        "host",
+        description="host: pinned CPU memory, filled batch by batch (the encoder reads frames on the CPU "
+        "anyway, and 1080x512x512 frames are 0.85 GB of a 12 GB card); device: on the engine's device",
+    )
 
     @field_validator("height", "width")
     @classmethod
@@ -169,6 +178,31 @@ class SpeechSettings(_Strict):
     threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0: its default")
 
 
+class WarpSettings(_Strict):
+    """The warp stage: LivePortrait driven by the slot's speech, or the actor held still.
+
+    The ratios stand in for what upstream measures with a landmark model that is
+    not used here: the generated actor is taken to have a closed mouth and open eyes.
+    """
+
+    model: Literal["liveportrait", "still"] = "liveportrait"
+    batch_size: int = Field(0, ge=0, le=512, description="frames per LivePortrait batch; 0: the most the budget fits")
+    max_batch_size: int = Field(32, ge=1, le=512)
+    face_threshold: float = Field(
+        0.5, ge=0, le=1, description="CLIP's face probability below which the actor is not animated as a face"
+    )
+    stitching: bool = True
+    source_lip_ratio: float = Field(0.0, ge=0, le=1)
+    source_eye_ratio: float = Field(0.35, gt=0, le=1)
+    max_lip_ratio: float = Field(0.5, ge=0, le=1)
+    driving_multiplier: float = Field(1.0, ge=0, le=3)
+    compile: bool = Field(
+        False,
+        description="torch.compile LivePortrait's W and G on CUDA (bench/RESULTS.md: 1.7x faster on an H200; "
+        "compiles at start-up and again for each new batch shape)",
+    )
+
+
 class LatencyCeilings(_Strict):
     lane0: int = Field(3000, ge=1, le=3_600_000, description="on-air: must fit the slot budget")
     lane1: int = Field(60000, ge=1, le=3_600_000, description="off-air work")
@@ -198,6 +232,7 @@ class GenerationSettings(_Strict):
     verification: VerificationSettings = VerificationSettings()
     plugins: PluginSettings = PluginSettings()
     speech: SpeechSettings = SpeechSettings()
+    warp: WarpSettings = WarpSettings()
 
     # -- constructors -------------------------------------------------------------------------------
     @classmethod
@@ -258,7 +293,7 @@ class GenerationSettings(_Strict):
             return "cuda:0" if _cuda_available() else "cpu"
         return "cuda:0" if name == "cuda" else name
 
-    def resolved_source(self) -> Literal["full", "tiny"]:
+    def resolved_source(self) -> Literal["full", "tiny", "random"]:
         if self.models.source != "auto":
             return self.models.source
         return "tiny" if self.resolved_device() == "cpu" else "full"

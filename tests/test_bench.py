@@ -72,3 +72,31 @@ def test_network_loopback_benchmark_runs_in_process_and_as_processes(tmp_path: P
         assert 0 < r["gossip_latency_ms"]["p50"] <= r["gossip_latency_ms"]["p99"]
         assert r["all_to_all_ms"] > 0 and r["media_nodes_done"] == r["nodes"] - 1
         assert sum(r["bytes_served_by_node"]) == (r["nodes"] - 1) * int(0.5 * 1024 * 1024)
+
+
+def test_liveportrait_benchmark_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "lp.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "liveportrait_gpu.py"), "--tiny", "--batches", "1", "4", "--repeats", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["config"]["size"] == "tiny" and data["output_finite"]
+    assert [b["batch"] for b in data["batches"]] == [1, 4]
+    assert data["best"]["ms_per_frame"] > 0
+    slot = data["slot"]["budget batch"]
+    assert slot["fps"] > 0 and data["config"]["frames"] == 48
+
+
+def test_slot_benchmark_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "slot.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "slot_gpu.py"), "--tiny", "--slots", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["config"]["source"] == "tiny" and data["config"]["sources"]["warp"] == "liveportrait"
+    assert {"audio", "actor", "warp", "verify", "encode"} <= set(data["phase_ms"])
+    assert 0 < data["slot_ms"]["p50"] <= data["slot_ms"]["p99"] and data["cold_start_sec"] > 0

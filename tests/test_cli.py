@@ -46,7 +46,7 @@ def test_generate_writes_actor_frames_and_result(
     assert code == EXIT_OK
     summary = json.loads((out / "result.json").read_text())
     assert summary["success"] is True and summary["slot_id"] == 42
-    assert summary["warp_mode"] == "still"
+    assert summary["warp_mode"] == "liveportrait"
     assert len(summary["clip_embedding"]) == 80
     frames = sorted((out / "frames").glob("*.png"))
     assert len(frames) == summary["video_frames_shape"][0] == 48
@@ -60,7 +60,7 @@ def test_generate_writes_actor_frames_and_result(
     assert summary["sources"] == {
         "image": "tiny (cpu)",
         "speech": "kokoro-82m int8 onnx (PyPI)",
-        "warp": "still",
+        "warp": "liveportrait",
     }
 
 

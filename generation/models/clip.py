@@ -112,20 +112,25 @@ def load_clip(
 
     device = torch.device(device)
     path = check_weights_dir(layout, Path(weights_dir))
-    if precision not in ("int8", *_FLOAT_DTYPES):
-        raise ConfigError(f"models.precision: unknown CLIP precision {precision!r}")
     model = open_clip.create_model(f"local-dir:{path}", device="cpu")
     tokenizer = open_clip.get_tokenizer(f"local-dir:{path}")
+    return finish_clip(layout.name, model, tokenizer, device, precision)
+
+
+def finish_clip(name: str, model: nn.Module, tokenizer: Any, device: torch.device, precision: str) -> ClipModel:
+    """Cast (or int8-quantise) a CPU open_clip model and move it to `device`."""
+    if precision not in ("int8", *_FLOAT_DTYPES):
+        raise ConfigError(f"models.precision: unknown CLIP precision {precision!r}")
     if precision == "int8":
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         model = model.to(dtype)
         replaced = quantize_mlp_int8(model, dtype)
-        logger.info("%s: %d Linear layers quantised to int8", layout.name, replaced)
+        logger.info("%s: %d Linear layers quantised to int8", name, replaced)
     else:
         dtype = _FLOAT_DTYPES[precision]
         model = model.to(dtype)
     model = model.to(device)
-    return ClipModel(layout.name, model, tokenizer, device, dtype)
+    return ClipModel(name, model, tokenizer, device, dtype)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch
 
 from generation.errors import ConfigError
 from generation.models.cancel import cancel_point
+from generation.models.nf4 import quantize_remaining_linears
 from generation.weights.layout import FLUX_SCHNELL, check_weights_dir
 
 logger = logging.getLogger(__name__)
@@ -125,16 +126,19 @@ def _load_nf4(pipeline_cls: Any, path: Path) -> Any:
     from transformers import BitsAndBytesConfig as TransformersBnbConfig
     from transformers import T5EncoderModel
 
-    nf4 = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_compute_dtype": torch.bfloat16}
+    nf4 = {
+        "load_in_4bit": True,
+        "bnb_4bit_quant_type": "nf4",
+        "bnb_4bit_compute_dtype": torch.bfloat16,
+        "bnb_4bit_use_double_quant": True,  # the block scales quantised too: 0.8 GB less for Flux and T5
+    }
     transformer = FluxTransformer2DModel.from_pretrained(
         path, subfolder="transformer", quantization_config=DiffusersBnbConfig(**nf4), dtype=torch.bfloat16
     )
     text_encoder_2 = T5EncoderModel.from_pretrained(
-        path,
-        subfolder="text_encoder_2",
-        quantization_config=TransformersBnbConfig(**nf4),
-        dtype=torch.bfloat16,
+        path, subfolder="text_encoder_2", quantization_config=TransformersBnbConfig(**nf4), dtype=torch.bfloat16
     )
+    quantize_remaining_linears(text_encoder_2)  # T5's `wo` layers: 2 GB in bf16 (see generation.models.nf4)
     return pipeline_cls.from_pretrained(
         path, transformer=transformer, text_encoder_2=text_encoder_2, dtype=torch.bfloat16
     )

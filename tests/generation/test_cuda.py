@@ -25,6 +25,7 @@ def cuda_pipeline(tiny_cache: Path):
         settings=tiny_settings(
             tiny_cache,
             device__name="cuda:0",
+            speech__source="none",  # the speech stack (spaCy and friends) cannot travel to the GPU machine
             models__precision={
                 "flux": "nf4",
                 "liveportrait": "fp16",
@@ -59,12 +60,15 @@ def test_models_are_quantised_and_resident(cuda_pipeline) -> None:
     flux = cuda_pipeline.registry.get_model("flux")
     linears = [m for m in flux.pipe.transformer.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert linears and all(m.weight.quant_type == "nf4" for m in linears)
-    t5 = [m for m in flux.pipe.text_encoder_2.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    assert t5
+    t5 = {n.rsplit(".", 1)[-1] for n, m in flux.pipe.text_encoder_2.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    assert {"q", "k", "v", "o", "wi_0", "wi_1", "wo"} <= t5  # wo too: unquantised it is 2 GB of T5-XXL
+    liveportrait = cuda_pipeline.registry.get_model("liveportrait")
+    assert liveportrait.dtype == torch.float16 and next(liveportrait.generator.parameters()).is_cuda
     clip_mlp = cuda_pipeline.clip_ensemble.clip_l.model.visual.transformer.resblocks[0].mlp.c_fc
     assert isinstance(clip_mlp, bnb.nn.Linear8bitLt) and clip_mlp.weight.dtype == torch.int8
     assert all(p.device.type == "cuda" for p in flux.pipe.transformer.parameters())
-    assert cuda_pipeline.video_buffer.device.type == "cuda"
+    video = cuda_pipeline.video_buffer  # pinned host memory, filled by LivePortrait batch by batch
+    assert video.device.type == "cpu" and video.is_pinned()
 
 
 @pytest.mark.anyio

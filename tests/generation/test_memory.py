@@ -32,13 +32,15 @@ def test_cpu_stats_describe_this_process() -> None:
 
 
 def test_stats_follow_allocations_on_cpu() -> None:
-    import torch
+    import mmap
 
     before = get_vram_stats("cpu")["allocated_gb"]
-    block = torch.ones(64 * 1024**2, dtype=torch.uint8)  # 64 MiB, touched
+    # fresh anonymous pages, touched: a malloc'd block could reuse memory earlier tests freed
+    block = mmap.mmap(-1, 64 * 1024**2)
+    block.write(b"\x01" * len(block))
     after = get_vram_stats("cpu")["allocated_gb"]
     assert after - before > 0.05
-    del block
+    block.close()
 
 
 def test_snapshot_logs_its_label(caplog: pytest.LogCaptureFixture) -> None:

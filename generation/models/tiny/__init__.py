@@ -19,7 +19,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from generation.weights.layout import CLIP_B, CLIP_L, FLUX_SCHNELL, KOKORO, ModelLayout
+from generation.weights.layout import CLIP_B, CLIP_L, FLUX_SCHNELL, KOKORO, LIVEPORTRAIT, ModelLayout
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def fingerprint(seed: int) -> str:
 def _builders() -> dict[str, Callable[[Path, int], None]]:
     from generation.models.tiny.clip import build_tiny_clip_b, build_tiny_clip_l
     from generation.models.tiny.flux import build_tiny_flux
+    from generation.liveportrait.tiny import build_tiny_liveportrait
     from generation.speech.kokoro_torch import build_tiny_kokoro
 
     return {
@@ -49,6 +50,7 @@ def _builders() -> dict[str, Callable[[Path, int], None]]:
         KOKORO.name: build_tiny_kokoro,
         CLIP_B.name: build_tiny_clip_b,
         CLIP_L.name: build_tiny_clip_l,
+        LIVEPORTRAIT.name: build_tiny_liveportrait,
     }
 
 
