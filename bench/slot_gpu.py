@@ -1,0 +1,209 @@
+"""Benchmark: whole slots through the real VortexPipeline, every model resident, on a GPU (or tiny, on the CPU).
+
+On a GPU (`models.source: random`): every model at full size with seeded
+random weights in the seed's precisions (Flux-Schnell NF4 with T5-XXL NF4,
+CLIP-L text encoder and VAE bf16; Kokoro-82M FP32; LivePortrait FP16; CLIP
+ViT-B-32 and ViT-L-14 INT8), built by the pipeline itself, then N slots of 45 s
+(1080 frames at 512x512, 24 kHz audio) generated and encoded to MP4 as the
+node does. Reports device memory per model after load and overall, against
+the seed's budgets and the hard limit; per-phase and whole-slot P50/P99; and
+the cold start. With --tiny it runs the packaged tiny profile on the CPU (CI).
+
+    python bench/slot_gpu.py [--slots 20] [--json bench/results/slot_gpu.json]
+    python bench/slot_gpu.py --tiny --slots 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from common import percentile, write_json  # noqa: E402
+
+GIB = 1024**3
+SCRIPT = (
+    "Welcome back to the Interdimensional Cable Network, where the programme never ends and nobody knows "
+    "who is in charge. Tonight we have a very special guest, a man who has seen every version of himself "
+    "and did not like a single one of them. He says the secret to happiness is low expectations and a "
+    "portal gun with a full battery. Do not try this at home, or in any other dimension. Our sponsors "
+    "would like to remind you that reality is optional and refunds are not. Stay tuned, because after the "
+    "break we will find out what happens when a sentient meatball runs for mayor. I am told the polls are "
+    "close. I am also told the polls are made of gravy. This has been a message from the council of "
+    "Ricks. Please remain seated, keep your arms inside the multiverse, and enjoy the show."
+)
+
+
+def recipe(slot: int) -> dict:
+    return {
+        "audio_track": {"script": SCRIPT, "voice_id": "rick_c137", "emotion": "excited"},
+        "visual_track": {"prompt": f"a portrait of a talking alien news anchor, take {slot}", "negative_prompt": "blurry"},
+        "seed": 1000 + slot,
+    }
+
+
+def settings_for(args: argparse.Namespace):
+    from generation.config import GenerationSettings
+
+    if args.tiny:
+        data = GenerationSettings.packaged("tiny").model_dump(mode="json")
+        data["models"]["cache_dir"] = tempfile.mkdtemp(prefix="slot-bench-")
+    else:
+        data = GenerationSettings.packaged("default").model_dump(mode="json")
+        data["device"]["name"] = args.device
+        data["models"]["source"] = "random"
+        data["speech"]["source"] = args.speech
+        data["pipeline"]["generation_timeout_sec"] = 120.0
+        data["pipeline"]["parallel_audio_actor"] = not args.sequential
+        data["warp"]["face_threshold"] = 0.0  # a random CLIP sees no face anywhere: animate every actor
+        data["vram"]["hard_limit_gb"] = args.hard_limit
+        data["vram"]["soft_limit_gb"] = min(data["vram"]["soft_limit_gb"], args.hard_limit)
+    return GenerationSettings.from_mapping(data)
+
+
+def memory(device: torch.device) -> dict:
+    if device.type != "cuda":
+        return {}
+    return {
+        "allocated_gb": torch.cuda.memory_allocated(device) / GIB,
+        "reserved_gb": torch.cuda.memory_reserved(device) / GIB,
+        "peak_allocated_gb": torch.cuda.max_memory_allocated(device) / GIB,
+        "peak_reserved_gb": torch.cuda.max_memory_reserved(device) / GIB,
+    }
+
+
+def encoder_available() -> bool:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run(args: argparse.Namespace) -> dict:
+    import anyio
+
+    from generation.media import write_slot_media
+    from generation.pipeline import VortexPipeline
+
+    settings = settings_for(args)
+    device = torch.device(settings.resolved_device())
+    if device.type == "cuda":
+        # behave like a card with only the hard limit's memory: past it the allocator fails, as a 12 GB one would
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(settings.vram.hard_limit_gb * GIB / total, device)
+    t = time.perf_counter()
+    pipeline = VortexPipeline(settings=settings)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    cold_start = time.perf_counter() - t
+    after_load = memory(device)
+    encode = encoder_available()
+    budgets = settings.models.budgets_gb.model_dump()
+    fps, sample_rate = settings.buffers.video.fps, settings.buffers.audio.sample_rate
+
+    phases: dict[str, list[float]] = {}
+    totals: list[float] = []
+    notes: set[str] = set()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with tempfile.TemporaryDirectory() as out:
+        for slot in range(args.slots + 1):  # slot 0 warms up (cuDNN algorithm search) and is not counted
+            started = time.perf_counter()
+            result = anyio.run(pipeline.generate_slot, recipe(slot), slot)
+            if not result.success:
+                raise SystemExit(f"slot {slot} failed: {result.error_msg}")
+            times = dict(result.stage_times_ms)
+            if encode:
+                t = time.perf_counter()
+                write_slot_media(result.video_frames, result.audio_waveform, out, fps=fps, sample_rate=sample_rate)
+                times["encode"] = (time.perf_counter() - t) * 1000
+            total = (time.perf_counter() - started) * 1000
+            notes.update(n for n in result.notes)
+            if slot == 0:
+                warm_up = total
+                continue
+            totals.append(total)
+            for name, ms in times.items():
+                phases.setdefault(name, []).append(ms)
+    during = memory(device)
+    return {
+        "benchmark": "slot_gpu",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "card": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "config": {
+            "source": pipeline.source,
+            "sources": pipeline.sources,
+            "precision": settings.models.precision.model_dump(),
+            "video": [result.video_frames.shape[0], *result.video_frames.shape[2:]],
+            "audio_samples": int(result.audio_waveform.numel()),
+            "liveportrait_batch": getattr(pipeline.warp, "batch_size", None),
+            "slots": args.slots,
+            "encode": encode,
+            "parallel_audio_actor": settings.pipeline.parallel_audio_actor,
+        },
+        "cold_start_sec": cold_start,
+        "warm_up_slot_ms": warm_up,
+        "memory": {
+            "per_model_allocated_gb": pipeline.registry.load_costs_gb() if device.type == "cuda" else {},
+            "budgets_gb": budgets,
+            "hard_limit_gb": settings.vram.hard_limit_gb,
+            "after_load": after_load,
+            "during_slots": during,
+        },
+        "phase_ms": {n: {"p50": percentile(v, 50), "p99": percentile(v, 99), "mean": statistics.fmean(v)} for n, v in phases.items()},
+        "slot_ms": {"p50": percentile(totals, 50), "p99": percentile(totals, 99), "mean": statistics.fmean(totals)},
+        "notes": sorted(notes),
+    }
+
+
+def print_table(r: dict) -> None:
+    m = r["memory"]
+    print(f"slot_gpu on {r['card']} ({r['config']['source']} weights), torch {r['torch']}")
+    print(f"cold start (every model built and resident): {r['cold_start_sec']:.1f} s")
+    if m["per_model_allocated_gb"]:
+        print(f"{'model':14s} {'allocated GB':>13s} {'budget GB':>10s}")
+        for name, gb in m["per_model_allocated_gb"].items():
+            print(f"{name:14s} {gb:13.2f} {m['budgets_gb'].get(name, float('nan')):10.2f}")
+        a, d = m["after_load"], m["during_slots"]
+        print(f"{'all resident':14s} {a['allocated_gb']:13.2f}   reserved {a['reserved_gb']:.2f}")
+        print(
+            f"{'peak in slots':14s} {d['peak_allocated_gb']:13.2f}   reserved {d['peak_reserved_gb']:.2f} "
+            f"(hard limit {m['hard_limit_gb']:.1f})"
+        )
+    print(f"{'phase':10s} {'P50 ms':>9s} {'P99 ms':>9s}")
+    for name, s in r["phase_ms"].items():
+        print(f"{name:10s} {s['p50']:9.0f} {s['p99']:9.0f}")
+    print(f"{'slot':10s} {r['slot_ms']['p50']:9.0f} {r['slot_ms']['p99']:9.0f}   ({r['config']['slots']} slots)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tiny", action="store_true", help="the packaged tiny profile on the CPU (CI)")
+    parser.add_argument("--device", default="cuda:0")
+    parser.add_argument("--speech", default="full", choices=("full", "none"))
+    parser.add_argument("--slots", type=int, default=20)
+    parser.add_argument("--hard-limit", type=float, default=11.5, help="GB; also caps the allocator (a 12 GB card)")
+    parser.add_argument("--sequential", action="store_true", help="audio then actor, not side by side")
+    parser.add_argument("--json", default="bench/results/slot_gpu.json")
+    args = parser.parse_args()
+    if args.slots < 1:
+        parser.error("--slots must be at least 1")
+    result = run(args)
+    print_table(result)
+    write_json(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
