@@ -74,14 +74,21 @@ def test_network_loopback_benchmark_runs_in_process_and_as_processes(tmp_path: P
         assert sum(r["bytes_served_by_node"]) == (r["nodes"] - 1) * int(0.5 * 1024 * 1024)
 
 
-def test_liveportrait_benchmark_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
-    out = tmp_path / "lp.json"
+def run_script(script: str, tmp_path: Path, *args: str) -> dict:
+    """Run bench/<script> with `args` and a JSON path in tmp_path; its JSON."""
+    out = tmp_path / f"{script}.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "liveportrait_gpu.py"), "--tiny", "--batches", "1", "4", "--repeats", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [sys.executable, str(ROOT / "bench" / script), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    data = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_liveportrait_benchmark_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
+    data = run_script("liveportrait_gpu.py", tmp_path, "--tiny", "--batches", "1", "4", "--repeats", "1")
     assert data["config"]["size"] == "tiny" and data["output_finite"]
     assert [b["batch"] for b in data["batches"]] == [1, 4]
     assert data["best"]["ms_per_frame"] > 0
@@ -90,13 +97,12 @@ def test_liveportrait_benchmark_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
 
 
 def test_slot_benchmark_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
-    out = tmp_path / "slot.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "slot_gpu.py"), "--tiny", "--slots", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    data = json.loads(out.read_text())
+    data = run_script("slot_gpu.py", tmp_path, "--tiny", "--slots", "1")
     assert data["config"]["source"] == "tiny" and data["config"]["sources"]["warp"] == "liveportrait"
     assert {"audio", "actor", "warp", "verify", "encode"} <= set(data["phase_ms"])
     assert 0 < data["slot_ms"]["p50"] <= data["slot_ms"]["p99"] and data["cold_start_sec"] > 0
+
+
+def test_encode_benchmark_runs_small(tmp_path: Path) -> None:
+    data = run_script("encode_cpu.py", tmp_path, "--slots", "1", "--frames", "24", "--size", "64")
+    assert data["config"]["frames"] == 24 and data["encode_ms"]["p50"] > 0 and data["mp4_bytes"] > 0

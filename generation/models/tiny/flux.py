@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from generation.models.random_weights import FLUX_VAE, SCHNELL_SCHEDULER
 from generation.models.tiny.tokenizers import write_clip_tokenizer, write_t5_tokenizer
 
 LATENT_CHANNELS = 4
@@ -80,29 +81,16 @@ def build_tiny_flux(dest: Path, seed: int) -> None:
         )
         torch.manual_seed(seed + 3)
         vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 16, 16, 16),
-            layers_per_block=1,
-            latent_channels=LATENT_CHANNELS,
-            norm_num_groups=4,
-            sample_size=64,
-            scaling_factor=0.3611,
-            shift_factor=0.1159,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
+            **{
+                **FLUX_VAE,  # Flux's VAE at toy widths: same four levels, latents at 1/8
+                "block_out_channels": (8, 16, 16, 16),
+                "layers_per_block": 1,
+                "latent_channels": LATENT_CHANNELS,
+                "norm_num_groups": 4,
+                "sample_size": 64,
+            }
         )
-    scheduler = FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        shift=1.0,
-        use_dynamic_shifting=False,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
+    scheduler = FlowMatchEulerDiscreteScheduler(**SCHNELL_SCHEDULER)
     pipe = FluxPipeline(
         scheduler=scheduler,
         vae=vae,
