@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from common import percentile, write_json  # noqa: E402
 
 
@@ -32,7 +31,9 @@ def frames(count: int, size: int) -> torch.Tensor:
     from generation.liveportrait.gentle import drift_frames
 
     g = torch.Generator().manual_seed(0)
-    picture = torch.nn.functional.interpolate(torch.rand(1, 3, 16, 16, generator=g), size=(size, size), mode="bicubic")
+    picture = torch.nn.functional.interpolate(
+        torch.rand(1, 3, 16, 16, generator=g), size=(size, size), mode="bicubic"
+    )
     video = torch.zeros(count, 3, size, size, dtype=torch.uint8)
     for start in range(0, count, 64):
         drift_frames(picture[0].clamp(0, 1), video, start, min(start + 64, count), count, seed=7)
@@ -40,7 +41,9 @@ def frames(count: int, size: int) -> torch.Tensor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--slots", type=int, default=3)
     parser.add_argument("--frames", type=int, default=1080)
     parser.add_argument("--size", type=int, default=512)
@@ -61,11 +64,17 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count()},
         "config": {"frames": args.frames, "size": args.size, "slots": args.slots},
-        "encode_ms": {"p50": percentile(times, 50), "p99": percentile(times, 99), "mean": statistics.fmean(times)},
+        "encode_ms": {
+            "p50": percentile(times, 50),
+            "p99": percentile(times, 99),
+            "mean": statistics.fmean(times),
+        },
         "mp4_bytes": media.size_bytes,
     }
     print(f"encode {args.frames} frames of {args.size}x{args.size} on {result['machine']['cpus']} CPUs")
-    print(f"P50 {result['encode_ms']['p50']:.0f} ms  P99 {result['encode_ms']['p99']:.0f} ms  MP4 {media.size_bytes / 1e6:.1f} MB")
+    print(
+        f"P50 {result['encode_ms']['p50']:.0f} ms  P99 {result['encode_ms']['p99']:.0f} ms  MP4 {media.size_bytes / 1e6:.1f} MB"
+    )
     write_json(result, args.json)
 
 

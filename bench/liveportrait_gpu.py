@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from common import write_json  # noqa: E402
 
 GIB = 1024**3
@@ -76,7 +75,10 @@ def synthetic_speech(frames: int, fps: int, sample_rate: int):
     step = int(0.09 * sample_rate)
     total = frames * sample_rate // fps
     cycle = "hɛloʊ wɜːld mænɪk baɪ"
-    phonemes = [PhonemeTiming(cycle[i % len(cycle)], s, min(s + step, total)) for i, s in enumerate(range(0, total, step))]
+    phonemes = [
+        PhonemeTiming(cycle[i % len(cycle)], s, min(s + step, total))
+        for i, s in enumerate(range(0, total, step))
+    ]
     t = torch.arange(total) / sample_rate
     audio = 0.3 * torch.sin(2 * torch.pi * 180 * t) * (0.5 + 0.5 * torch.sin(2 * torch.pi * 3 * t))
     return phonemes, audio
@@ -148,12 +150,19 @@ def run(args: argparse.Namespace) -> dict:
 
         ms = timer(stage)
         peak = peak_gb(device, stage)
-        slots[label] = {"batch": b, "slot_ms": ms, "fps": args.frames / (ms / 1000), "peak_allocated_gb": peak}
+        slots[label] = {
+            "batch": b,
+            "slot_ms": ms,
+            "fps": args.frames / (ms / 1000),
+            "peak_allocated_gb": peak,
+        }
         if best["batch"] == chosen:
             break
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "card": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "card": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "torch": torch.__version__,
         "config": {
             "size": "tiny" if args.tiny else "full",
@@ -178,7 +187,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny widths on the CPU (CI)")
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--precision", default="fp16", choices=("fp16", "bf16", "fp32"))

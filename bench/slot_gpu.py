@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
 from common import percentile, write_json  # noqa: E402
 
 GIB = 1024**3
@@ -47,7 +46,10 @@ SCRIPT = (
 def recipe(slot: int) -> dict:
     return {
         "audio_track": {"script": SCRIPT, "voice_id": "rick_c137", "emotion": "excited"},
-        "visual_track": {"prompt": f"a portrait of a talking alien news anchor, take {slot}", "negative_prompt": "blurry"},
+        "visual_track": {
+            "prompt": f"a portrait of a talking alien news anchor, take {slot}",
+            "negative_prompt": "blurry",
+        },
         "seed": 1000 + slot,
     }
 
@@ -126,7 +128,9 @@ def run(args: argparse.Namespace) -> dict:
             times = dict(result.stage_times_ms)
             if encode:
                 t = time.perf_counter()
-                write_slot_media(result.video_frames, result.audio_waveform, out, fps=fps, sample_rate=sample_rate)
+                write_slot_media(
+                    result.video_frames, result.audio_waveform, out, fps=fps, sample_rate=sample_rate
+                )
                 times["encode"] = (time.perf_counter() - t) * 1000
             total = (time.perf_counter() - started) * 1000
             notes.update(n for n in result.notes)
@@ -140,7 +144,9 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "benchmark": "slot_gpu",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "card": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "card": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "torch": torch.__version__,
         "config": {
             "source": pipeline.source,
@@ -162,8 +168,15 @@ def run(args: argparse.Namespace) -> dict:
             "after_load": after_load,
             "during_slots": during,
         },
-        "phase_ms": {n: {"p50": percentile(v, 50), "p99": percentile(v, 99), "mean": statistics.fmean(v)} for n, v in phases.items()},
-        "slot_ms": {"p50": percentile(totals, 50), "p99": percentile(totals, 99), "mean": statistics.fmean(totals)},
+        "phase_ms": {
+            n: {"p50": percentile(v, 50), "p99": percentile(v, 99), "mean": statistics.fmean(v)}
+            for n, v in phases.items()
+        },
+        "slot_ms": {
+            "p50": percentile(totals, 50),
+            "p99": percentile(totals, 99),
+            "mean": statistics.fmean(totals),
+        },
         "notes": sorted(notes),
     }
 
@@ -185,16 +198,22 @@ def print_table(r: dict) -> None:
     print(f"{'phase':10s} {'P50 ms':>9s} {'P99 ms':>9s}")
     for name, s in r["phase_ms"].items():
         print(f"{name:10s} {s['p50']:9.0f} {s['p99']:9.0f}")
-    print(f"{'slot':10s} {r['slot_ms']['p50']:9.0f} {r['slot_ms']['p99']:9.0f}   ({r['config']['slots']} slots)")
+    print(
+        f"{'slot':10s} {r['slot_ms']['p50']:9.0f} {r['slot_ms']['p99']:9.0f}   ({r['config']['slots']} slots)"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tiny", action="store_true", help="the packaged tiny profile on the CPU (CI)")
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--speech", default="full", choices=("full", "none"))
     parser.add_argument("--slots", type=int, default=20)
-    parser.add_argument("--hard-limit", type=float, default=11.5, help="GB; also caps the allocator (a 12 GB card)")
+    parser.add_argument(
+        "--hard-limit", type=float, default=11.5, help="GB; also caps the allocator (a 12 GB card)"
+    )
     parser.add_argument("--sequential", action="store_true", help="audio then actor, not side by side")
     parser.add_argument("--json", default="bench/results/slot_gpu.json")
     args = parser.parse_args()

@@ -30,9 +30,6 @@ import torch
 
 from generation.config import GenerationSettings
 from generation.errors import ConfigError, StageError, VortexError, WeightsError
-from generation.models.clip import ClipEnsemble, VerificationResult, load_clip
-from generation.models.flux import load_flux_schnell
-from generation.models.tiny import materialise
 from generation.liveportrait.animator import (
     DrivingSettings,
     LivePortraitWarp,
@@ -41,6 +38,9 @@ from generation.liveportrait.animator import (
     weights_gb,
 )
 from generation.liveportrait.face import FaceCheck
+from generation.models.clip import ClipEnsemble, VerificationResult, load_clip
+from generation.models.flux import load_flux_schnell
+from generation.models.tiny import materialise
 from generation.models.warp import StillWarp
 from generation.plugins.errors import PluginError
 from generation.plugins.host import PluginHost
@@ -176,22 +176,28 @@ class VortexPipeline:
         if random:
             from generation.models.random_weights import random_clip, random_flux
 
-            logger.warning("models.source is 'random': full-size models with random weights (benchmarks only)")
+            logger.warning(
+                "models.source is 'random': full-size models with random weights (benchmarks only)"
+            )
         flux_args = dict(max_sequence_length=s.flux.max_sequence_length, true_cfg_scale=s.flux.true_cfg_scale)
         self.registry.load(
             "flux",
-            lambda: random_flux(dev, prec.flux, seed=seed, **flux_args)
-            if random
-            else load_flux_schnell(self._weights_path(FLUX_SCHNELL), dev, prec.flux, **flux_args),
+            lambda: (
+                random_flux(dev, prec.flux, seed=seed, **flux_args)
+                if random
+                else load_flux_schnell(self._weights_path(FLUX_SCHNELL), dev, prec.flux, **flux_args)
+            ),
         )
         clips = []
         for name, layout, precision in (("clip_b", CLIP_B, prec.clip_b), ("clip_l", CLIP_L, prec.clip_l)):
             clips.append(
                 self.registry.load(
                     name,
-                    lambda layout=layout, precision=precision: random_clip(layout.name, dev, precision, seed=seed)
-                    if random
-                    else load_clip(layout, self._weights_path(layout), dev, precision),
+                    lambda layout=layout, precision=precision: (
+                        random_clip(layout.name, dev, precision, seed=seed)
+                        if random
+                        else load_clip(layout, self._weights_path(layout), dev, precision)
+                    ),
                 )
             )
         clip_b, clip_l = clips
@@ -213,7 +219,9 @@ class VortexPipeline:
             from generation.speech.kokoro_torch import build_random_kokoro, load_kokoro_torch
 
             if prec.kokoro != "fp32":
-                raise ConfigError("models.precision.kokoro: the torch Kokoro runs in fp32 only (its budget is 0.4 GB)")
+                raise ConfigError(
+                    "models.precision.kokoro: the torch Kokoro runs in fp32 only (its budget is 0.4 GB)"
+                )
             if random and s.speech.source == "full":
                 self.registry.load("kokoro", lambda: build_random_kokoro(dev, seed))
             else:
@@ -229,10 +237,13 @@ class VortexPipeline:
         precision = self.settings.models.precision.liveportrait
         if self.source == "random":
             seed = self.settings.models.tiny_seed
-            model = self.registry.load("liveportrait", lambda: build_random(device=self.device, precision=precision, seed=seed))
+            model = self.registry.load(
+                "liveportrait", lambda: build_random(device=self.device, precision=precision, seed=seed)
+            )
         else:
             model = self.registry.load(
-                "liveportrait", lambda: load_liveportrait(self._weights_path(LIVEPORTRAIT), self.device, precision)
+                "liveportrait",
+                lambda: load_liveportrait(self._weights_path(LIVEPORTRAIT), self.device, precision),
             )
         if w.compile and self.device.type == "cuda":
             model.optimise(compile=True)

@@ -100,7 +100,9 @@ class LivePortraitWarp:
                 )
                 for start in range(0, num_frames, self.batch_size):
                     cancel_point()
-                    drift_frames(actor, video, start, min(start + self.batch_size, num_frames), num_frames, seed)
+                    drift_frames(
+                        actor, video, start, min(start + self.batch_size, num_frames), num_frames, seed
+                    )
                 return WarpOutput(video[:num_frames], "gentle", notes, probability)
         preset = EMOTION_PRESETS.get(emotion, "neutral")
         track = drive(
@@ -116,7 +118,9 @@ class LivePortraitWarp:
             frames = self.model.render(source, kp_driving[start:stop])
             if frames.shape[-2:] != video.shape[-2:]:
                 frames = F.interpolate(frames.float(), size=video.shape[-2:], mode="bilinear", antialias=True)
-            video[start:stop].copy_(_to_buffer(frames.float().clamp_(0, 1), video.dtype), non_blocking=asynchronous)
+            video[start:stop].copy_(
+                _to_buffer(frames.float().clamp_(0, 1), video.dtype), non_blocking=asynchronous
+            )
         if asynchronous:
             torch.cuda.current_stream(self.model.device).synchronize()
         if not phonemes:
@@ -128,7 +132,9 @@ class LivePortraitWarp:
         size = self.model.cfg.input_size
         x = actor.to(self.model.device, torch.float32).clamp(0, 1)
         if x.shape[-2:] != (size, size):
-            x = F.interpolate(x.unsqueeze(0), size=(size, size), mode="area" if x.shape[-1] > size else "bilinear")[0]
+            x = F.interpolate(
+                x.unsqueeze(0), size=(size, size), mode="area" if x.shape[-1] > size else "bilinear"
+            )[0]
         return x
 
     @torch.inference_mode()
@@ -147,13 +153,17 @@ class LivePortraitWarp:
         if n:
             lip_s = torch.full((n, 1), d.source_lip_ratio, device=dev)
             lip_d = lip_s + track.lip_open.to(dev).view(n, 1) * d.max_lip_ratio
-            kp = kp + retarget.lip_delta(x_s, torch.cat([lip_s, lip_d], 1)) - retarget.lip_delta(
-                x_s, torch.cat([lip_s, lip_s], 1)
+            kp = (
+                kp
+                + retarget.lip_delta(x_s, torch.cat([lip_s, lip_d], 1))
+                - retarget.lip_delta(x_s, torch.cat([lip_s, lip_s], 1))
             )
             eye_s = torch.full((n, 2), d.source_eye_ratio, device=dev)
             eye_d = track.eye_open.to(dev).view(n, 1) * d.source_eye_ratio
-            kp = kp + retarget.eye_delta(x_s, torch.cat([eye_s, eye_d], 1)) - retarget.eye_delta(
-                x_s, torch.cat([eye_s, eye_s[:, :1]], 1)
+            kp = (
+                kp
+                + retarget.eye_delta(x_s, torch.cat([eye_s, eye_d], 1))
+                - retarget.eye_delta(x_s, torch.cat([eye_s, eye_s[:, :1]], 1))
             )
             kp = self._round_lips(kp, track.lip_round.to(dev))
             if d.stitching:
@@ -171,7 +181,9 @@ class LivePortraitWarp:
 
 
 def weights_gb(model: LivePortrait) -> float:
-    return sum(p.numel() * p.element_size() for net in model.networks.values() for p in net.parameters()) / GIB
+    return (
+        sum(p.numel() * p.element_size() for net in model.networks.values() for p in net.parameters()) / GIB
+    )
 
 
 def choose_batch_size(model: LivePortrait, room_gb: float, max_batch: int) -> int:
@@ -200,6 +212,9 @@ def choose_batch_size(model: LivePortrait, room_gb: float, max_batch: int) -> in
     batch = int(max(1, min(max_batch, (room_gb * GIB * 0.9 - fixed) // per_frame)))
     logger.info(
         "liveportrait: %.0f MB a frame of activations, %.0f MB fixed; batch size %d in %.2f GB",
-        per_frame / 2**20, fixed / 2**20, batch, room_gb,
+        per_frame / 2**20,
+        fixed / 2**20,
+        batch,
+        room_gb,
     )
     return batch

@@ -66,7 +66,9 @@ def fold_spectral_norm(state: Mapping[str, torch.Tensor], path: Path) -> StateDi
             )
         sigma = torch.dot(u.double(), mat @ v.double())
         if not torch.isfinite(sigma) or sigma.abs() < 1e-12:
-            raise WeightsError(f"liveportrait: {path}: {stem} has a degenerate spectral norm ({float(sigma)})")
+            raise WeightsError(
+                f"liveportrait: {path}: {stem} has a degenerate spectral norm ({float(sigma)})"
+            )
         out[f"{stem}.weight"] = (w / sigma).to(value.dtype)
     return out
 
@@ -95,7 +97,9 @@ def load_stitching(module: nn.Module, path: Path) -> None:
     for ours, theirs in SUBMODULES.items():
         sub = data.get(theirs)
         if not isinstance(sub, Mapping):
-            raise WeightsError(f"liveportrait: {path}: no '{theirs}' sub-dict (has: {', '.join(map(str, data))})")
+            raise WeightsError(
+                f"liveportrait: {path}: no '{theirs}' sub-dict (has: {', '.join(map(str, data))})"
+            )
         match_state(getattr(module, ours), {k.replace("module.", ""): v for k, v in sub.items()}, path)
 
 

@@ -45,7 +45,13 @@ PRESETS: dict[str, Preset] = {
     "calm": Preset(lips=0.8, head=0.5, blink_rate=0.7, nod=0.5),
 }
 # The recipe's speech emotion picks the face's preset.
-EMOTION_PRESETS = {"neutral": "neutral", "excited": "excited", "manic": "manic", "sad": "calm", "angry": "excited"}
+EMOTION_PRESETS = {
+    "neutral": "neutral",
+    "excited": "excited",
+    "manic": "manic",
+    "sad": "calm",
+    "angry": "excited",
+}
 
 MEAN_BLINK_INTERVAL_SEC = 3.5
 BLINK_CLOSE_SEC, BLINK_HOLD_SEC, BLINK_OPEN_SEC = 0.08, 0.04, 0.16
@@ -145,7 +151,9 @@ def blink_track(num_frames: int, fps: int, rate: float, rng: np.random.Generator
         rel = times - t
         closing = (rel >= 0) & (rel < BLINK_CLOSE_SEC)
         held = (rel >= BLINK_CLOSE_SEC) & (rel < BLINK_CLOSE_SEC + BLINK_HOLD_SEC)
-        opening = (rel >= BLINK_CLOSE_SEC + BLINK_HOLD_SEC) & (rel < BLINK_CLOSE_SEC + BLINK_HOLD_SEC + BLINK_OPEN_SEC)
+        opening = (rel >= BLINK_CLOSE_SEC + BLINK_HOLD_SEC) & (
+            rel < BLINK_CLOSE_SEC + BLINK_HOLD_SEC + BLINK_OPEN_SEC
+        )
         eye[closing] = np.minimum(eye[closing], 1.0 - rel[closing] / BLINK_CLOSE_SEC)
         eye[held] = 0.0
         back = (rel[opening] - BLINK_CLOSE_SEC - BLINK_HOLD_SEC) / BLINK_OPEN_SEC
@@ -154,9 +162,7 @@ def blink_track(num_frames: int, fps: int, rate: float, rng: np.random.Generator
     return eye
 
 
-def head_track(
-    num_frames: int, fps: int, gain: float, rng: np.random.Generator
-) -> dict[str, np.ndarray]:
+def head_track(num_frames: int, fps: int, gain: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Slow idle motion per axis: three sinusoids between 0.05 and 0.4 Hz with seeded phases."""
     times = np.arange(num_frames) / fps
     out = {}
@@ -164,7 +170,9 @@ def head_track(
         freqs = rng.uniform(0.05, 0.4, size=3)
         phases = rng.uniform(0, 2 * np.pi, size=3)
         weights = rng.dirichlet(np.ones(3))
-        wave = sum(w * np.sin(2 * np.pi * f * times + p) for w, f, p in zip(weights, freqs, phases, strict=True))
+        wave = sum(
+            w * np.sin(2 * np.pi * f * times + p) for w, f, p in zip(weights, freqs, phases, strict=True)
+        )
         out[axis] = (gain * amplitude * wave).astype(np.float32)
     return out
 
@@ -183,7 +191,9 @@ def drive(
     if preset not in PRESETS:
         raise ConfigError(f"unknown expression preset {preset!r} (known: {', '.join(PRESETS)})")
     if num_frames < 1 or fps < 1 or sample_rate < 1:
-        raise ValueError(f"num_frames, fps and sample_rate must be positive ({num_frames}, {fps}, {sample_rate})")
+        raise ValueError(
+            f"num_frames, fps and sample_rate must be positive ({num_frames}, {fps}, {sample_rate})"
+        )
     p = PRESETS[preset]
     openness = np.zeros(num_frames, dtype=np.float32)
     rounding = np.zeros(num_frames, dtype=np.float32)
@@ -196,7 +206,11 @@ def drive(
         o, r = viseme(ph.phoneme)
         openness[a:b], rounding[a:b] = o, r
         speaking[a:b] |= o > 0 or r > 0
-    energy = loudness(audio, sample_rate, fps, num_frames) if audio is not None else np.zeros(num_frames, np.float32)
+    energy = (
+        loudness(audio, sample_rate, fps, num_frames)
+        if audio is not None
+        else np.zeros(num_frames, np.float32)
+    )
     if not np.any(energy > 0):
         energy = speaking.astype(np.float32)  # no waveform to read: full strength while speaking
     lip_open = np.clip(_smooth(openness * (0.45 + 0.55 * energy) * p.lips, SMOOTH_FRAMES), 0.0, 1.0)

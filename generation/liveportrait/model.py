@@ -161,7 +161,10 @@ def load_liveportrait(
 
 
 def build_random(
-    cfg: LivePortraitConfig = FULL, device: str | torch.device = "cuda:0", precision: str = "fp16", seed: int = 0
+    cfg: LivePortraitConfig = FULL,
+    device: str | torch.device = "cuda:0",
+    precision: str = "fp16",
+    seed: int = 0,
 ) -> LivePortrait:
     """The architecture with seeded random weights and no files (benchmarks: same compute and memory)."""
     device = torch.device(device)

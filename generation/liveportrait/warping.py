@@ -40,7 +40,9 @@ class Encoder(nn.Module):
     def __init__(self, cin: int, width: int, max_features: int, blocks: int) -> None:
         super().__init__()
         self.down_blocks = nn.ModuleList(
-            DownBlock3d(cin if i == 0 else min(max_features, width * 2**i), min(max_features, width * 2 ** (i + 1)))
+            DownBlock3d(
+                cin if i == 0 else min(max_features, width * 2**i), min(max_features, width * 2 ** (i + 1))
+            )
             for i in range(blocks)
         )
 
@@ -57,7 +59,9 @@ class Decoder(nn.Module):
         ups = []
         for i in reversed(range(blocks)):
             factor = 1 if i == blocks - 1 else 2
-            ups.append(UpBlock3d(factor * min(max_features, width * 2 ** (i + 1)), min(max_features, width * 2**i)))
+            ups.append(
+                UpBlock3d(factor * min(max_features, width * 2 ** (i + 1)), min(max_features, width * 2**i))
+            )
         self.up_blocks = nn.ModuleList(ups)
         self.out_channels = width + cin
         self.conv = nn.Conv3d(self.out_channels, self.out_channels, 3, padding=1)
@@ -83,7 +87,10 @@ class Hourglass(nn.Module):
 
 def identity_grid(depth: int, height: int, width: int, device: torch.device) -> torch.Tensor:
     """(D, H, W, 3) coordinates in [-1, 1], ordered (x along W, y along H, z along D)."""
-    axes = [torch.linspace(-1.0, 1.0, n, device=device) if n > 1 else torch.zeros(1, device=device) for n in (depth, height, width)]
+    axes = [
+        torch.linspace(-1.0, 1.0, n, device=device) if n > 1 else torch.zeros(1, device=device)
+        for n in (depth, height, width)
+    ]
     z, y, x = torch.meshgrid(*axes, indexing="ij")
     return torch.stack([x, y, z], dim=-1)
 
@@ -141,10 +148,14 @@ class WarpingNetwork(nn.Module):
         self.third = ConvBnRelu2d(cfg.feature_channels, cfg.warp_channels, slope=0.01)
         self.fourth = nn.Conv2d(cfg.warp_channels, cfg.warp_channels, 1)
 
-    def forward(self, feature: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, feature: torch.Tensor, kp_source: torch.Tensor, kp_driving: torch.Tensor
+    ) -> torch.Tensor:
         """F's volume (B, C, D, H, W) and keypoints (B, K, 3) -> warped 2D features (B, warp_channels, H, W)."""
         deformation, occlusion = self.dense_motion_network(feature, kp_source, kp_driving)
-        warped = F.grid_sample(feature.float(), deformation, mode="bilinear", padding_mode="zeros", align_corners=False)
+        warped = F.grid_sample(
+            feature.float(), deformation, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
         b, c, d, h, w = warped.shape
         out = self.fourth(self.third(warped.to(feature.dtype).view(b, c * d, h, w)))
         return out * occlusion.to(out.dtype)

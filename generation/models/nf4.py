@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 
-def nf4_linear(weight: torch.Tensor, bias: torch.Tensor | None, storage: torch.dtype = torch.uint8) -> nn.Module:
+def nf4_linear(
+    weight: torch.Tensor, bias: torch.Tensor | None, storage: torch.dtype = torch.uint8
+) -> nn.Module:
     """A `Linear4bit` holding `weight` (out, in), quantised on the weight's CUDA device."""
     import bitsandbytes as bnb
 
@@ -30,7 +32,11 @@ def nf4_linear(weight: torch.Tensor, bias: torch.Tensor | None, storage: torch.d
         device="meta",
     )
     layer.weight = bnb.nn.Params4bit(
-        weight.to(torch.bfloat16), requires_grad=False, quant_type="nf4", compress_statistics=True, quant_storage=storage
+        weight.to(torch.bfloat16),
+        requires_grad=False,
+        quant_type="nf4",
+        compress_statistics=True,
+        quant_storage=storage,
     ).to(weight.device)
     if bias is not None:
         layer.bias = nn.Parameter(bias.detach().to(weight.device, torch.bfloat16), requires_grad=False)

@@ -132,16 +132,25 @@ def materialise_random(
             setattr(sub, pname, nn.Parameter(value, requires_grad=False))
         for bname, buf in list(sub.named_buffers(recurse=False)):
             if buf.is_meta:
-                raise ConfigError(f"random weights: buffer {bname} of {type(sub).__name__} cannot be drawn at random")
+                raise ConfigError(
+                    f"random weights: buffer {bname} of {type(sub).__name__} cannot be drawn at random"
+                )
     return module.eval()
 
 
-def _randn(shape: tuple[int, ...], device: torch.device, dtype: torch.dtype, generator: torch.Generator) -> torch.Tensor:
+def _randn(
+    shape: tuple[int, ...], device: torch.device, dtype: torch.dtype, generator: torch.Generator
+) -> torch.Tensor:
     return torch.randn(shape, device=device, dtype=dtype, generator=generator)
 
 
 def _init_like(
-    owner: nn.Module, name: str, shape: torch.Size, device: torch.device, dtype: torch.dtype, g: torch.Generator
+    owner: nn.Module,
+    name: str,
+    shape: torch.Size,
+    device: torch.device,
+    dtype: torch.dtype,
+    g: torch.Generator,
 ) -> torch.Tensor:
     norm = "norm" in type(owner).__name__.lower()
     if name == "bias":
@@ -159,7 +168,14 @@ def random_flux(
 ):
     """FluxPipeline for Schnell at full size: transformer and T5-XXL in NF4 (or `precision`), CLIP-L and VAE bf16."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTokenizer,
+        T5Config,
+        T5EncoderModel,
+        T5TokenizerFast,
+    )
 
     from generation.models.flux import FluxActor
     from generation.models.tiny.tokenizers import write_clip_tokenizer, write_t5_tokenizer
@@ -173,7 +189,9 @@ def random_flux(
         text_encoder_2 = T5EncoderModel(T5Config(**T5_XXL))
     # the real NF4 loader quantises every Linear of both (see generation.models.flux)
     materialise_random(transformer, device, dtype, seed=seed, nf4_storage=torch.uint8 if nf4 else None)
-    materialise_random(text_encoder_2, device, dtype, seed=seed + 1, nf4_storage=torch.bfloat16 if nf4 else None)
+    materialise_random(
+        text_encoder_2, device, dtype, seed=seed + 1, nf4_storage=torch.bfloat16 if nf4 else None
+    )
     text_encoder_2.encoder.embed_tokens = text_encoder_2.shared
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 2)

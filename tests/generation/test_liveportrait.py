@@ -65,7 +65,7 @@ def test_tiny_shapes_follow_the_dataflow(tiny_model: LivePortrait) -> None:
     assert source.kp_source.shape == (1, 21, 3) and source.kp_source.dtype == torch.float32
     assert -97.5 <= float(source.motion.yaw) <= 97.5
     frames = tiny_model.render(source, source.kp_source.expand(3, -1, -1))
-    assert frames.shape == (3, 3, 2 * s, 2 * s) and 0 <= frames.min() and frames.max() <= 1
+    assert frames.shape == (3, 3, 2 * s, 2 * s) and frames.min() >= 0 and frames.max() <= 1
 
 
 def test_rotation_matches_the_papers_convention() -> None:
@@ -75,13 +75,23 @@ def test_rotation_matches_the_papers_convention() -> None:
     assert torch.allclose(torch.tensor([1.0, 0, 0]) @ r, torch.tensor([0.0, 1, 0]), atol=1e-6)  # = Rz x
     assert torch.allclose(r, torch.tensor([[0.0, 1, 0], [-1, 0, 0], [0, 0, 1]]), atol=1e-6)
     kp = torch.randn(1, 21, 3)
-    out = transform(kp, torch.eye(3).unsqueeze(0), torch.zeros(1, 21, 3), torch.tensor([[2.0]]), torch.tensor([[1.0, 2, 3]]))
+    out = transform(
+        kp,
+        torch.eye(3).unsqueeze(0),
+        torch.zeros(1, 21, 3),
+        torch.tensor([[2.0]]),
+        torch.tensor([[1.0, 2, 3]]),
+    )
     assert torch.allclose(out, 2 * kp + torch.tensor([1.0, 2, 0]))  # tz is dropped
 
 
 def test_spectral_norm_folds_to_unit_largest_singular_value() -> None:
     g = torch.Generator().manual_seed(0)
-    state = {"up_0.conv_0.weight": torch.randn(8, 4, 3, 3), "up_0.conv_0.bias": torch.randn(8), "fc.weight": torch.ones(2)}
+    state = {
+        "up_0.conv_0.weight": torch.randn(8, 4, 3, 3),
+        "up_0.conv_0.bias": torch.randn(8),
+        "fc.weight": torch.ones(2),
+    }
     stored = unfold_spectral_norm(state, g)
     assert {"up_0.conv_0.weight_orig", "up_0.conv_0.weight_u", "up_0.conv_0.weight_v"} <= set(stored)
     assert "up_0.conv_0.weight" not in stored and torch.equal(stored["fc.weight"], state["fc.weight"])
@@ -121,13 +131,23 @@ def test_missing_file_is_named(tiny_dir: Path, tmp_path: Path) -> None:
     ("part", "edit", "message"),
     [
         ("warping_module", lambda s: s.pop("third.conv.weight"), r"missing tensor third\.conv\.weight"),
-        ("motion_extractor", lambda s: s.update({"detector.fc_t.weight": torch.zeros(4, 16)}), r"detector\.fc_t\.weight has shape \(4, 16\)"),
-        ("appearance_feature_extractor", lambda s: s.update({"extra.weight": torch.zeros(1)}), r"unexpected tensor\(s\) extra\.weight"),
+        (
+            "motion_extractor",
+            lambda s: s.update({"detector.fc_t.weight": torch.zeros(4, 16)}),
+            r"detector\.fc_t\.weight has shape \(4, 16\)",
+        ),
+        (
+            "appearance_feature_extractor",
+            lambda s: s.update({"extra.weight": torch.zeros(1)}),
+            r"unexpected tensor\(s\) extra\.weight",
+        ),
         ("spade_generator", lambda s: s.pop("up_1.conv_1.weight_u"), r"up_1\.conv_1\.weight_orig has no"),
         ("stitching_retargeting_module", lambda s: s.pop("retarget_mouth"), r"no 'retarget_mouth' sub-dict"),
     ],
 )
-def test_a_mismatched_checkpoint_names_the_tensor(tiny_dir: Path, tmp_path: Path, part: str, edit, message: str) -> None:
+def test_a_mismatched_checkpoint_names_the_tensor(
+    tiny_dir: Path, tmp_path: Path, part: str, edit, message: str
+) -> None:
     root = copy_dir(tiny_dir, tmp_path / "lp")
     path = root / LIVEPORTRAIT_FILES[part]
     state = torch.load(path, weights_only=True)
@@ -225,13 +245,20 @@ def test_open_mouth_moves_the_lip_keypoints_and_closed_is_the_source(tiny_model:
     source = tiny_model.prepare_source(torch.rand(3, TINY.input_size, TINY.input_size))
     spans = [("m", 0.0, 0.5), ("a", 0.5, 1.0)]
     track = drive(speech(*spans), None, sample_rate=SR, fps=FPS, num_frames=48, preset="calm", seed=0)
-    still = type(track)(**{f: (getattr(track, f) * 0 if f in ("pitch", "yaw", "roll") else getattr(track, f)) for f in track.__dataclass_fields__})
+    still = type(track)(
+        **{
+            f: (getattr(track, f) * 0 if f in ("pitch", "yaw", "roll") else getattr(track, f))
+            for f in track.__dataclass_fields__
+        }
+    )
     still = type(track)(**{**still.__dict__, "eye_open": torch.ones(48)})
     warp.driving = type(warp.driving)(stitching=False)
     kp = warp.driving_keypoints(source, still)
     lips = list(LIP_KEYPOINTS)
     moved = (kp[:, lips] - source.kp_source[:, lips]).norm(dim=-1).mean(dim=1)
-    assert torch.allclose(kp[:5], source.kp_source.expand(5, -1, -1), atol=1e-6)  # closed, eyes open, no head motion
+    assert torch.allclose(
+        kp[:5], source.kp_source.expand(5, -1, -1), atol=1e-6
+    )  # closed, eyes open, no head motion
     assert moved[14:22].min() > 1e-4 and moved[30:].max() < 1e-5  # open while "a" sounds, closed after
     onset = int(torch.argmax((moved > moved.max() / 2).int()))
     assert abs(onset - 12) <= 1

@@ -114,4 +114,6 @@ def node_engine(tiny_cache: Path):
     """One tiny engine shared by the in-process nodes (its slot lock serialises them)."""
     from generation.pipeline import VortexPipeline
 
-    return VortexPipeline(settings=tiny_settings(tiny_cache, speech__source="none"))
+    # the actor held still: these tests are about the slot lifecycle, and several nodes share one
+    # engine inside short slots; LivePortrait runs in the simnet's node processes and its own tests
+    return VortexPipeline(settings=tiny_settings(tiny_cache, speech__source="none", warp__model="still"))

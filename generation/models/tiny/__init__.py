@@ -40,9 +40,9 @@ def fingerprint(seed: int) -> str:
 
 
 def _builders() -> dict[str, Callable[[Path, int], None]]:
+    from generation.liveportrait.tiny import build_tiny_liveportrait
     from generation.models.tiny.clip import build_tiny_clip_b, build_tiny_clip_l
     from generation.models.tiny.flux import build_tiny_flux
-    from generation.liveportrait.tiny import build_tiny_liveportrait
     from generation.speech.kokoro_torch import build_tiny_kokoro
 
     return {
