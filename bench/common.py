@@ -8,6 +8,17 @@ import math
 from pathlib import Path
 
 
+def card_name(device) -> str:
+    """The GPU's name, or the CPU's where the run had no GPU: every result says what ran it."""
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or "cpu"
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty list."""
     ordered = sorted(values)

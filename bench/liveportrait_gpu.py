@@ -17,7 +17,6 @@ precision, then measures with CUDA events after warm-up (median of --repeats):
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import write_json  # noqa: E402
+from common import card_name, write_json  # noqa: E402
 
 GIB = 1024**3
 
@@ -160,9 +159,7 @@ def run(args: argparse.Namespace) -> dict:
             break
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "card": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu",
+        "card": card_name(device),
         "torch": torch.__version__,
         "config": {
             "size": "tiny" if args.tiny else "full",

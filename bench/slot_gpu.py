@@ -16,7 +16,6 @@ the cold start. With --tiny it runs the packaged tiny profile on the CPU (CI).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from common import percentile, write_json  # noqa: E402
+from common import card_name, percentile, write_json  # noqa: E402
 
 GIB = 1024**3
 SCRIPT = (
@@ -144,9 +143,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "benchmark": "slot_gpu",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "card": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else platform.processor() or "cpu",
+        "card": card_name(device),
         "torch": torch.__version__,
         "config": {
             "source": pipeline.source,

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from generation.utils.pixels import to_pixels
+
 AAC_FRAME = 1024  # samples per AAC frame
 HASH_CHUNK = 1 << 20
 
@@ -41,7 +43,7 @@ def frame_hwc(frame: torch.Tensor) -> np.ndarray:
     if frame.dim() != 3 or frame.shape[0] != 3:
         raise ValueError(f"frames must be (3, H, W), got {tuple(frame.shape)}")
     if frame.dtype != torch.uint8:
-        frame = (frame.float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+        frame = to_pixels(frame.float())
     return frame.permute(1, 2, 0).contiguous().cpu().numpy()
 
 

@@ -26,10 +26,12 @@ from torch.nn import functional as F
 
 from generation.liveportrait.driving import EMOTION_PRESETS, MotionTrack, drive
 from generation.liveportrait.face import FaceCheck
-from generation.liveportrait.gentle import _to_buffer, drift_frames
+from generation.liveportrait.gentle import drift_frames
 from generation.liveportrait.keypoints import LIP_KEYPOINTS, rotation, transform
 from generation.liveportrait.model import LivePortrait, SourceState
 from generation.models.cancel import cancel_point
+from generation.models.warp import check_num_frames
+from generation.utils.pixels import to_pixels
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +88,7 @@ class LivePortraitWarp:
         emotion: str = "neutral",
         seed: int = 0,
     ) -> WarpOutput:
-        if not 1 <= num_frames <= video.shape[0]:
-            raise ValueError(f"num_frames must be in 1..{video.shape[0]}, got {num_frames}")
+        check_num_frames(video, num_frames)
         cancel_point()
         notes: list[str] = []
         probability = None
@@ -118,9 +119,7 @@ class LivePortraitWarp:
             frames = self.model.render(source, kp_driving[start:stop])
             if frames.shape[-2:] != video.shape[-2:]:
                 frames = F.interpolate(frames.float(), size=video.shape[-2:], mode="bilinear", antialias=True)
-            video[start:stop].copy_(
-                _to_buffer(frames.float().clamp_(0, 1), video.dtype), non_blocking=asynchronous
-            )
+            video[start:stop].copy_(to_pixels(frames.float(), video.dtype), non_blocking=asynchronous)
         if asynchronous:
             torch.cuda.current_stream(self.model.device).synchronize()
         if not phonemes:

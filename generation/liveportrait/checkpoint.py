@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from generation.errors import WeightsError
-from generation.liveportrait.config import LivePortraitConfig
 from generation.liveportrait.spade import SPECTRAL_CONVS
 from generation.liveportrait.stitching import SUBMODULES
 from generation.weights.layout import LIVEPORTRAIT, LIVEPORTRAIT_FILES, check_weights_dir
@@ -130,9 +129,3 @@ def unfold_spectral_norm(state: Mapping[str, torch.Tensor], generator: torch.Gen
         out[f"{stem}.weight_u"] = u[:, 0].float().contiguous()
         out[f"{stem}.weight_v"] = vh[0].float().contiguous()
     return out
-
-
-def write_config(root: Path, cfg: LivePortraitConfig) -> None:
-    from generation.liveportrait.config import CONFIG_FILE
-
-    (root / CONFIG_FILE).write_text(cfg.to_json())

@@ -67,6 +67,10 @@ class LivePortraitConfig:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
+    def write(self, directory: Path) -> None:
+        """Beside weights of other than the release's sizes (the tiny source), so `read` finds them."""
+        (directory / CONFIG_FILE).write_text(self.to_json())
+
     @classmethod
     def read(cls, directory: Path) -> LivePortraitConfig:
         path = directory / CONFIG_FILE

@@ -12,6 +12,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+from generation.utils.pixels import to_pixels
+
 ZOOM_END = 1.08  # the crop at the last frame is 1/1.08 of the image
 SWAY = 0.015  # of the frame width, peak
 
@@ -36,9 +38,5 @@ def drift_frames(
     theta[:, 1, 2] = dy
     grid = F.affine_grid(theta, [n, 3, video.shape[-2], video.shape[-1]], align_corners=False)
     src = actor.to(device, torch.float32).unsqueeze(0).expand(n, -1, -1, -1)
-    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False).clamp_(0, 1)
-    video[start:stop].copy_(_to_buffer(out, video.dtype))
-
-
-def _to_buffer(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return (frames * 255.0).round_().to(dtype) if dtype == torch.uint8 else frames.to(dtype)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    video[start:stop].copy_(to_pixels(out, video.dtype))

@@ -172,11 +172,11 @@ def build_random(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LivePortrait(cfg, device, dtype)
-        _randomise_norms(model)
+        randomise_norms(model)
     return model.finish()
 
 
-def _randomise_norms(model: LivePortrait) -> None:
+def randomise_norms(model: LivePortrait) -> None:
     """Give BatchNorms plausible running statistics, so a random model's activations stay in range."""
     for net in model.networks.values():
         for sub in net.modules():

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from generation.liveportrait.checkpoint import unfold_spectral_norm, write_config
+from generation.liveportrait.checkpoint import unfold_spectral_norm
 from generation.liveportrait.config import TINY
-from generation.liveportrait.model import LivePortrait, _randomise_norms
+from generation.liveportrait.model import LivePortrait, randomise_norms
 from generation.liveportrait.stitching import SUBMODULES
 from generation.weights.layout import LIVEPORTRAIT_FILES
 
@@ -21,7 +21,7 @@ def build_tiny_liveportrait(dest: Path, seed: int) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LivePortrait(TINY, torch.device("cpu"), torch.float32)
-        _randomise_norms(model)
+        randomise_norms(model)
         generator = torch.Generator().manual_seed(seed + 1)
         for part, net in model.networks.items():
             path = dest / LIVEPORTRAIT_FILES[part]
@@ -36,4 +36,4 @@ def build_tiny_liveportrait(dest: Path, seed: int) -> None:
             else:
                 state = net.state_dict()
             torch.save(state, path)
-    write_config(dest, TINY)
+    TINY.write(dest)

@@ -12,6 +12,7 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from generation.models.cancel import cancel_point
+from generation.utils.pixels import to_pixels
 
 WARP_MODE = "still"
 
@@ -23,15 +24,17 @@ class StillWarp:
 
     def render(self, actor: torch.Tensor, video: torch.Tensor, num_frames: int) -> torch.Tensor:
         """`actor`: (3, h, w) floats in [0, 1]; `video`: (F, 3, H, W) buffer. Returns the written frames."""
-        if not 1 <= num_frames <= video.shape[0]:
-            raise ValueError(f"num_frames must be in 1..{video.shape[0]}, got {num_frames}")
+        check_num_frames(video, num_frames)
         cancel_point()
         frame = actor.to(video.device, torch.float32)
         if frame.shape[-2:] != video.shape[-2:]:
             frame = TF.resize(frame, list(video.shape[-2:]), antialias=True)
-        frame = frame.clamp(0, 1)
-        if video.dtype == torch.uint8:
-            frame = (frame * 255.0).round()
         frames = video[:num_frames]
-        frames.copy_(frame.to(video.dtype).expand_as(frames))
+        frames.copy_(to_pixels(frame, video.dtype).expand_as(frames))
         return frames
+
+
+def check_num_frames(video: torch.Tensor, num_frames: int) -> None:
+    """Every warp stage writes frames 0..num_frames-1 of the buffer: refuse counts it cannot hold."""
+    if not 1 <= num_frames <= video.shape[0]:
+        raise ValueError(f"num_frames must be in 1..{video.shape[0]}, got {num_frames}")
