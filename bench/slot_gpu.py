@@ -67,6 +67,7 @@ def settings_for(args: argparse.Namespace):
         data["pipeline"]["generation_timeout_sec"] = 120.0
         data["pipeline"]["parallel_audio_actor"] = not args.sequential
         data["warp"]["face_threshold"] = 0.0  # a random CLIP sees no face anywhere: animate every actor
+        data["warp"]["compile"] = args.compile
         data["vram"]["hard_limit_gb"] = args.hard_limit
         data["vram"]["soft_limit_gb"] = min(data["vram"]["soft_limit_gb"], args.hard_limit)
     return GenerationSettings.from_mapping(data)
@@ -155,6 +156,8 @@ def run(args: argparse.Namespace) -> dict:
             "slots": args.slots,
             "encode": encode,
             "parallel_audio_actor": settings.pipeline.parallel_audio_actor,
+            "warp_compile": settings.warp.compile,
+            "speech_window_sec": settings.speech.window_sec,
         },
         "cold_start_sec": cold_start,
         "warm_up_slot_ms": warm_up,
@@ -212,6 +215,9 @@ def main() -> None:
         "--hard-limit", type=float, default=11.5, help="GB; also caps the allocator (a 12 GB card)"
     )
     parser.add_argument("--sequential", action="store_true", help="audio then actor, not side by side")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile LivePortrait's W and G (warp.compile)"
+    )
     parser.add_argument("--json", default="bench/results/slot_gpu.json")
     args = parser.parse_args()
     if args.slots < 1:

@@ -176,6 +176,12 @@ class SpeechSettings(_Strict):
 
     source: Literal["onnx", "full", "tiny", "none"] = "onnx"
     threads: int = Field(0, ge=0, le=256, description="onnxruntime intra-op threads; 0: its default")
+    window_sec: float = Field(
+        10.0,
+        ge=0.5,
+        le=60.0,
+        description="longest stretch of audio the torch Kokoro renders at once (its activations grow with it)",
+    )
 
 
 class WarpSettings(_Strict):

@@ -24,6 +24,7 @@ SAMPLE_RATE = 24000
 MAX_TOKENS = 510  # the voice packs hold one style vector per input length up to this
 SENTENCE_GAP_SEC = 0.25
 
+
 @dataclass(frozen=True)
 class Emotion:
     rate: float  # multiplies the recipe's speed
@@ -71,9 +72,44 @@ class SpeechResult:
     truncated: bool = False  # the script was longer than the slot and was cut
 
 
+class Utterance:
+    """One sentence between planning and audio.
+
+    `num_samples` is its whole length and `durations` the samples each input
+    token (BOS, phonemes, EOS) takes, where the source knows them. Splitting the
+    two lets the slot stop before rendering a sentence that would not fit, and
+    `render(max_samples)` make only the part that does: a source that predicts
+    durations first (the torch Kokoro) does no work past the limit.
+    """
+
+    def __init__(self, audio: np.ndarray, durations: list[int] | None = None) -> None:
+        self._audio = audio
+        self.num_samples = len(audio)
+        self.durations = durations
+
+    def render(self, max_samples: int | None = None) -> np.ndarray:
+        return self._audio if max_samples is None else self._audio[:max_samples]
+
+
 def split_sentences(text: str) -> list[str]:
     parts = re.split(r"(?<=[.!?])\s+|\n+", text.strip())
     return [p.strip() for p in parts if p.strip()]
+
+
+def halve(sentence: str) -> tuple[str, str] | None:
+    """Two non-empty halves of a sentence, cut after the clause mark (, ; : —) nearest its middle,
+    else at the space nearest it; None for a single word."""
+    middle = len(sentence) / 2
+    for pattern in (r"[,;:—]\s+", r"\s+"):
+        cuts = [
+            m.end()
+            for m in re.finditer(pattern, sentence)
+            if sentence[: m.start()].strip() and sentence[m.end() :].strip()
+        ]
+        if cuts:
+            cut = min(cuts, key=lambda c: abs(c - middle))
+            return sentence[:cut].strip(), sentence[cut:].strip()
+    return None
 
 
 def _weight(phoneme: str) -> float:
@@ -93,8 +129,8 @@ class KokoroSpeech:
     packs: dict[str, np.ndarray]  # pack name -> (MAX_TOKENS, 1, 256) style vectors
     vocab: dict[str, int]
 
-    def _infer(self, phonemes: str, voice_id: str, emotion: str, speed: float) -> tuple[np.ndarray, list[int] | None]:
-        """Audio for one sentence, and the samples each input token took (BOS, phonemes, EOS) if known."""
+    def _prepare(self, phonemes: str, voice_id: str, emotion: str, speed: float) -> Utterance:
+        """One sentence, ready to render: its length is known before any audio is made where the source can."""
         raise NotImplementedError
 
     # -- helpers --
@@ -118,7 +154,23 @@ class KokoroSpeech:
             for t in tokens
             if any(ch.isalnum() for ch in t.text)
         ]
-        return known[:MAX_TOKENS], words
+        return known, words
+
+    def phonemize_chunks(self, sentence: str) -> list[tuple[str, list[tuple[str, str]]]]:
+        """`phonemize`, in pieces that fit the model's context (MAX_TOKENS phonemes).
+
+        A sentence too long for one call is halved at the clause mark nearest its
+        middle, else at the word nearest it, until every piece fits: nothing of
+        the script is dropped silently. Only a single word longer than the context
+        is cut.
+        """
+        phonemes, words = self.phonemize(sentence)
+        if len(phonemes) <= MAX_TOKENS:
+            return [(phonemes, words)]
+        halves = halve(sentence)
+        if halves is None:
+            return [(phonemes[:MAX_TOKENS], words)]
+        return [*self.phonemize_chunks(halves[0]), *self.phonemize_chunks(halves[1])]
 
     # -- the seed's API --
     def synthesize(
@@ -165,25 +217,28 @@ class KokoroSpeech:
         pieces: list[np.ndarray] = []
         result = SpeechResult(torch.empty(0), SAMPLE_RATE, sentences_total=len(sentences))
         cursor = 0
-        for sentence in sentences:
+        chunks = (piece for sentence in sentences for piece in enumerate(self.phonemize_chunks(sentence)))
+        for piece, (phonemes, words) in chunks:
             cancel_point()
-            phonemes, words = self.phonemize(sentence)
+            if piece:  # a sentence too long for the context: each further piece counts as one
+                result.sentences_total += 1
             if not any(c.isalpha() for c in phonemes):  # punctuation alone is not speech
                 continue
-            audio, durations = self._infer(phonemes, voice_id, emotion, rate)
+            utterance = self._prepare(phonemes, voice_id, emotion, rate)
             start = cursor + (len(gap) if pieces else 0)
-            if limit is not None and start + len(audio) > limit:
+            if limit is not None and start + utterance.num_samples > limit:
                 result.truncated = True
                 if not pieces:  # not even the first sentence fits: cut it at the slot's end
-                    audio = audio[:limit]
-                    self._time(result, phonemes, words, 0, len(audio), durations)
+                    audio = utterance.render(limit)
+                    self._time(result, phonemes, words, 0, len(audio), utterance.durations)
                     pieces.append(audio)
                     result.sentences_spoken += 1
                 break
+            audio = utterance.render()
             if pieces:
                 pieces.append(gap)
             pieces.append(audio)
-            self._time(result, phonemes, words, start, start + len(audio), durations)
+            self._time(result, phonemes, words, start, start + len(audio), utterance.durations)
             cursor = start + len(audio)
             result.sentences_spoken += 1
         if not pieces:

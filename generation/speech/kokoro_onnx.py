@@ -30,6 +30,7 @@ from generation.speech.kokoro_base import (  # noqa: F401 - re-exported: the eng
     PhonemeTiming,
     SpeechError,
     SpeechResult,
+    Utterance,
     WordTiming,
     split_sentences,
 )
@@ -73,7 +74,8 @@ class KokoroOnnx(KokoroSpeech):
 
         self.g2p = english_g2p()
 
-    def _infer(self, phonemes: str, voice_id: str, emotion: str, speed: float) -> tuple[np.ndarray, None]:
+    def _prepare(self, phonemes: str, voice_id: str, emotion: str, speed: float) -> Utterance:
+        """The ONNX graph predicts and renders in one run: the whole sentence is made, then cut."""
         ids = [self.vocab[c] for c in phonemes]
         audio = self.session.run(
             None,
@@ -83,7 +85,7 @@ class KokoroOnnx(KokoroSpeech):
                 "speed": np.array([speed], dtype=np.float32),
             },
         )[0]
-        return np.clip(np.asarray(audio, dtype=np.float32).ravel(), -1.0, 1.0), None
+        return Utterance(np.clip(np.asarray(audio, dtype=np.float32).ravel(), -1.0, 1.0))
 
 
 def load_kokoro(device: str = "cpu", *, threads: int = 0) -> KokoroOnnx:
