@@ -63,8 +63,8 @@ class KokoroTorch(KokoroSpeech):
     gigabyte in FP32, more than the 11.5 GB card has left beside the other
     models. So a sentence is rendered in windows of at most `window_sec`, cut
     after a word (a space or punctuation token), and only up to the slot's limit.
-    A window boundary restarts the decoder's harmonic source; each window fades
-    in and out over FADE_SAMPLES so the restart falls in the gap between words.
+    A window boundary restarts the decoder's harmonic source; neighbouring windows
+    fade out and in over FADE_SAMPLES (4 ms) at their join, which falls between words.
     """
 
     voices = VOICES
@@ -125,14 +125,10 @@ class TorchUtterance(Utterance):
         breaks: list[int],
         seed: int,
     ) -> None:
-        self.speech, self.d, self.t_en, self.style, self.frames, self.seed = (
-            speech,
-            d,
-            t_en,
-            style,
-            frames,
-            seed,
-        )
+        self.speech = speech
+        self.d, self.t_en, self.style = d, t_en, style  # the predictor's and text encoder's outputs
+        self.frames = frames
+        self.seed = seed
         self.frames_per_token = frames.tolist()
         self.breaks = breaks
         self.durations = [f * SAMPLES_PER_FRAME for f in self.frames_per_token]
