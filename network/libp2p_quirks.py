@@ -62,6 +62,16 @@ stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
    neither mesh traffic nor gossip until the back-offs expire, so messages do
    not reach it at all. `IcnGossipSub.gossip_heartbeat` gossips to every
    non-mesh peer of the topic, as the spec says.
+14. A write cancelled part-way breaks the whole connection. Noise encrypts a
+   message (advancing its nonce) and then sends it; the send is a checkpoint,
+   so a task cancelled there (a race another provider won, a worker torn down,
+   a stream open abandoned) leaves the remote one nonce behind: it fails to
+   decrypt every later message and drops the connection, with all its streams
+   and gossip links. Large yamux frames are several Noise messages, so a cancel
+   between them breaks yamux's framing the same way. `shield_noise_writes`
+   makes each Noise write whole: shielded from cancellation, bounded by
+   NOISE_WRITE_MAX_SEC (a peer that reads nothing for that long has lost the
+   connection anyway). Process-wide, like defect 10.
 """
 
 from __future__ import annotations
@@ -81,6 +91,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import DefaultMaxMessageSize, RpcQueue
 from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from libp2p.pubsub.subscription import TrioSubscriptionAPI
+from libp2p.security.noise.io import BaseNoiseMsgReadWriter
 
 from network.settings import GossipSettings
 
@@ -102,6 +113,7 @@ QUIRKS = (
     "a peer whose dial failed is not redialled for 60 s (negative cache): cleared before our backed-off redials",
     "heartbeat pruning records no back-off, so pruned peers are re-grafted and refused in a loop: recorded",
     "IHAVE gossip skips peers in back-off, cutting pruned nodes off a topic: gossip to all non-mesh peers",
+    "a write cancelled after Noise encrypted it desynchronises the session, dropping the connection: shielded",
 )
 
 OUTBOUND_QUEUE_RPCS = 1024
@@ -113,6 +125,24 @@ MAX_GOSSIP_DATA = DefaultMaxMessageSize - _RPC_ENVELOPE_ROOM
 
 class MessageTooLarge(ValueError):
     """A gossip message the library would drop without a word (defect 6)."""
+
+
+NOISE_WRITE_MAX_SEC = 30.0
+
+
+def shield_noise_writes() -> None:
+    """Defect 14: every Noise message written whole once encrypted, whatever cancels the writer."""
+    original = BaseNoiseMsgReadWriter.write_msg
+    if getattr(original, "icn_shielded", False):
+        return
+
+    async def write_msg(self: BaseNoiseMsgReadWriter, msg: bytes, prefix_encoded: bool = False) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()  # not started yet: cancelling is still harmless
+        with trio.CancelScope(shield=True), trio.fail_after(NOISE_WRITE_MAX_SEC):
+            await original(self, msg, prefix_encoded)
+
+    write_msg.icn_shielded = True  # type: ignore[attr-defined]
+    BaseNoiseMsgReadWriter.write_msg = write_msg  # type: ignore[method-assign]
 
 
 def check_gossip_size(data: bytes) -> None:

@@ -157,3 +157,39 @@ async def test_13_a_node_every_peer_pruned_still_gets_messages_by_gossip() -> No
         with trio.fail_after(10):  # IHAVE, then IWANT: the library alone gossips nothing to it
             assert (await sw.gossips[0].inbox(Topic.VOTES).receive()).data == m.prevote(1)
         assert lonely.peer_id not in sw.hosts[1].router.mesh[name]
+
+
+async def test_14_cancelling_stream_opens_and_writes_midway_leaves_the_connection_working() -> None:
+    """Cancellation at random points of a stream open, a write and a read; then a full exchange must work."""
+    import random
+
+    from network.streams import read_frame, reset, write_frame
+
+    async def echo(stream) -> None:
+        try:
+            await write_frame(stream, await read_frame(stream, 1024))
+        except Exception:
+            await reset(stream)
+
+    async with swarm(2) as sw:
+        a, b = sw.hosts
+        b.set_stream_handler("/icn/test-echo/1", echo)
+        rng = random.Random(14)
+        dials = a.stats.dials
+        for trial in range(40):
+            async with trio.open_nursery() as nursery:
+
+                async def exchange() -> None:
+                    stream = await a.new_stream(b.peer_id, "/icn/test-echo/1")
+                    await write_frame(stream, b"x" * 600)
+                    await read_frame(stream, 1024)
+
+                nursery.start_soon(exchange)
+                await trio.sleep(rng.uniform(0, 0.004))
+                nursery.cancel_scope.cancel()
+            with trio.fail_after(5):
+                stream = await a.new_stream(b.peer_id, "/icn/test-echo/1")
+                await write_frame(stream, f"trial {trial}".encode())
+                assert await read_frame(stream, 1024) == f"trial {trial}".encode()
+        # the one connection survived every cancel: no redial was needed
+        assert a.is_connected(b.peer_id) and a.stats.dials == dials
