@@ -79,14 +79,14 @@ class KokoroTorch(KokoroSpeech):
     ) -> None:
         from generation.speech.g2p import english_g2p
 
-        if int(window_sec * SAMPLE_RATE) // SAMPLES_PER_FRAME < 2 * MIN_WINDOW_FRAMES:
+        self.window_frames = int(window_sec * SAMPLE_RATE) // SAMPLES_PER_FRAME
+        if self.window_frames < 2 * MIN_WINDOW_FRAMES:
             raise SpeechError(f"speech.window_sec must be at least 0.2 s, got {window_sec}")
         self.device = device
         self.model = model.to(device).eval()
         self.vocab = dict(model.vocab)
         self.packs = {name: pack.float().cpu().numpy().reshape(-1, 1, 256) for name, pack in packs.items()}
         self.g2p = english_g2p()
-        self.window_frames = int(window_sec * SAMPLE_RATE) // SAMPLES_PER_FRAME
 
     def _prepare(self, phonemes: str, voice_id: str, emotion: str, speed: float) -> TorchUtterance:
         ids = [self.vocab[c] for c in phonemes]
