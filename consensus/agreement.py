@@ -24,12 +24,28 @@ The rules (Buchman, Kwon and Milosevic, "The latest gossip on BFT consensus",
 - On q precommits for v in any round, with v known: decide; the precommits are
   the certificate. After a decision or the deadline, nothing more is done.
 
-Validity of a value: the candidate's signed Announce is held, for this slot's
-recipe, with a passing self-check (configurable), and its CLIP embeddings agree
-with ours within the cosine thresholds; a director with no output of its own
-needs f+1 directors' announcements agreeing with the candidate instead (so at
-least one correct director vouches for it). While the Announce is missing the
-value is neither valid nor invalid: the director waits (until its timeout).
+Validity of a value: its next recipe passes the recipe check, its evidence is
+genuine and relevant to this slot, and the candidate's signed Announce is held,
+for this slot's recipe, with a passing self-check (configurable), and its CLIP
+embeddings agree with ours within the cosine thresholds; a director with no
+output of its own needs f+1 directors' announcements agreeing with the
+candidate instead (so at least one correct director vouches for it). While the
+Announce is missing the value is neither valid nor invalid: the director waits
+(until its timeout). The announcement of a director that announced twice
+never makes a candidate valid.
+
+That judgement is local (two correct directors' outputs may sit on either side
+of a threshold), and Tendermint's liveness needs `valid()` to answer alike at
+every correct process. So a quorum of prevotes for a value in any round also
+makes it valid: a quorum holds f+1 correct directors, at least one of which
+found it valid itself. Every correct director that has seen the same prevotes
+then judges alike, and a director whose own output disagrees follows the
+quorum instead of stalling the slot.
+
+Crash recovery (consensus.journal): a restarted machine resumes at the highest
+round it journaled, with its lock, its valid value and its votes as they were;
+its round and its lock never go back, and it re-sends journaled proposals byte
+for byte.
 
 A message that conflicts with one already held from the same signer (same kind,
 slot and round) becomes evidence, and is kept: every signed vote counts for the
@@ -51,11 +67,12 @@ from enum import Enum
 from consensus.actions import Action, Broadcast, Decided, EvidenceFound, ScheduleTimeout, SlotFailed, Step
 from consensus.certificate import Certificate
 from consensus.crypto import Signer
-from consensus.evidence import EquivocationDetector, Evidence
+from consensus.evidence import EquivocationDetector, Evidence, decode_relevant
 from consensus.journal import MemoryJournal, VoteJournal
 from consensus.membership import max_faulty, quorum
 from consensus.messages import (
     MAX_EVIDENCE_PER_VALUE,
+    MAX_RECIPE_BYTES,
     MAX_ROUND,
     Announce,
     DecodeError,
@@ -64,7 +81,10 @@ from consensus.messages import (
     Proposal,
     Signed,
     Value,
+    canonical,
     cosine,
+    decode_cbor,
+    decode_signed,
 )
 
 
@@ -122,9 +142,14 @@ class SlotAgreement:
         evidence_pool: Iterable[Evidence] = (),
         recipe_ok: Callable[[bytes], bool] = json_object_recipe,
         quorum_size: int | None = None,
+        directors_of: Callable[[int], Sequence[bytes] | None] | None = None,
     ) -> None:
+        """`directors_of(slot)` names the directors of earlier slots, so that evidence against them
+        can be judged (the node passes its ledger's); by default only this slot's evidence counts."""
         if not directors or len(set(directors)) != len(directors):
             raise ValueError("directors must be a non-empty list of distinct keys")
+        if next_recipe is not None and len(next_recipe) > MAX_RECIPE_BYTES:
+            raise ValueError(f"next_recipe is longer than {MAX_RECIPE_BYTES} bytes")
         self.slot = slot
         self.directors = tuple(directors)
         self.chain_id = chain_id
@@ -139,6 +164,7 @@ class SlotAgreement:
         self._next_recipe = next_recipe
         self._recipe_ok = recipe_ok
         self._evidence_pool: dict[bytes, Evidence] = {e.hash: e for e in evidence_pool}
+        self._directors_of = directors_of or (lambda s: self.directors if s == slot else None)
 
         self.round = 0
         self.step = Step.PROPOSE
@@ -166,7 +192,8 @@ class SlotAgreement:
         self.evidence: list[Evidence] = []
         self._evidence_ok: dict[bytes, bool] = {}
         self._agreement: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
-        self._restore_lock()
+        self._resume_round = 0
+        self._restore()
 
     # -- inputs --------------------------------------------------------------------------------------
     @property
@@ -174,11 +201,11 @@ class SlotAgreement:
         return self.decision is not None or self.failed is not None
 
     def start(self) -> list[Action]:
-        """Begin round 0 (the agreement phase has started)."""
+        """Begin round 0, or after a restart the highest round the journal holds (rounds never go back)."""
         if self.started or self.finished:
             return []
         self.started = True
-        return self._start_round(0) + self._evaluate()
+        return self._start_round(self._resume_round) + self._evaluate()
 
     def set_local_output(self, out: LocalOutput) -> list[Action]:
         """Our engine's output is ready: announce it."""
@@ -236,10 +263,23 @@ class SlotAgreement:
     def proposer(self, round_: int) -> bytes:
         return self.directors[round_ % self.n]
 
-    def _restore_lock(self) -> None:
-        for round_, step, value_hash in self._journal.votes(self.slot):
+    def _restore(self) -> None:
+        """Read the journal back: the round to resume at, the lock, and the valid value (see journal.py)."""
+        for round_, step, value_hash, data in self._journal.votes(self.slot):
+            self._resume_round = max(self._resume_round, round_)
             if step == "precommit" and value_hash is not None and round_ > self.locked_round:
                 self.locked_round, self.locked_hash = round_, value_hash
+            elif step == "polka" and round_ > self.valid_round:
+                value = _journaled_value(data, value_hash)
+                if value is not None:
+                    self.valid_value, self.valid_round = value, round_
+                    self.values.setdefault(value.hash, value)
+
+    def _journaled(self, round_: int, step: str) -> bytes | None:
+        for r, s, _, data in self._journal.votes(self.slot):
+            if (r, s) == (round_, step):
+                return data
+        return None
 
     def _accept(self, msg: Signed) -> None:
         if isinstance(msg, Announce):
@@ -283,11 +323,15 @@ class SlotAgreement:
             )
         return self._agreement[key]
 
-    def _announce_of(self, candidate: bytes) -> Announce | None:
-        for ann in self._all_announces():
-            if ann.content_hash == candidate and ann.recipe_hash == self.recipe_hash:
-                return ann
-        return None
+    def _announces_for(self, candidate: bytes) -> list[Announce]:
+        """Announcements of `candidate` for this recipe, from directors that announced only once."""
+        return [
+            held[0]
+            for held in self.announces.values()
+            if len(held) == 1
+            and held[0].content_hash == candidate
+            and held[0].recipe_hash == self.recipe_hash
+        ]
 
     def _supporters(self, ann: Announce) -> int:
         """Directors with an announcement for this slot's recipe that agrees with `ann`."""
@@ -298,28 +342,34 @@ class SlotAgreement:
         )
 
     def _candidate_validity(self, candidate: bytes) -> Validity:
-        ann = self._announce_of(candidate)
+        anns = self._announces_for(candidate)
         all_in = len(self.announces) == self.n
-        if ann is None:
-            return Validity.NO if all_in else Validity.UNKNOWN
-        if self.config.require_self_check and not ann.self_check:
-            return Validity.NO
-        if self.own is not None:
-            return Validity.YES if self._agree(self.own, ann) else Validity.NO
-        if self._supporters(ann) >= self.f + 1:
-            return Validity.YES
-        return Validity.NO if all_in else Validity.UNKNOWN
+        if not anns:
+            only_twins = any(a.content_hash == candidate for held in self.announces.values() for a in held)
+            return Validity.NO if all_in or only_twins else Validity.UNKNOWN
+        for ann in anns:
+            if self.config.require_self_check and not ann.self_check:
+                continue
+            if self.own is not None:
+                if self._agree(self.own, ann):
+                    return Validity.YES
+            elif self._supporters(ann) >= self.f + 1:
+                return Validity.YES
+        return Validity.NO if self.own is not None or all_in else Validity.UNKNOWN
 
     def _evidence_valid(self, data: bytes) -> bool:
         if data not in self._evidence_ok:
-            try:
-                ev = Evidence.decode(data)
-                self._evidence_ok[data] = ev.check(self.chain_id) is None
-            except DecodeError:
-                self._evidence_ok[data] = False
+            ev = decode_relevant(data, self.chain_id, self.slot, self._directors_of)
+            self._evidence_ok[data] = ev is not None
         return self._evidence_ok[data]
 
+    def _vouched(self, value_hash: bytes) -> bool:
+        """A quorum prevoted this value in some round: f+1 correct directors found it valid."""
+        return any(self._count(votes, value_hash) >= self.q for votes in self.prevotes.values())
+
     def validity(self, value: Value) -> Validity:
+        if self._vouched(value.hash):
+            return Validity.YES
         if value.next_recipe is not None and not self._recipe_ok(value.next_recipe):
             return Validity.NO
         if not all(self._evidence_valid(e) for e in value.evidence):
@@ -334,16 +384,28 @@ class SlotAgreement:
                 options.append((not mine, -self._supporters(ann), ann.content_hash))
         if not options:
             return None
-        evidence = tuple(sorted(e.encode() for e in self._evidence_pool.values()))[:MAX_EVIDENCE_PER_VALUE]
+        # Only evidence every correct director will accept, at most MAX_EVIDENCE_PER_VALUE pieces of at
+        # most MAX_EVIDENCE_BYTES each: by consensus.messages' budget the proposal always fits.
+        pool = sorted(e.encode() for e in self._evidence_pool.values())
+        evidence = tuple(data for data in pool if self._evidence_valid(data))[:MAX_EVIDENCE_PER_VALUE]
         return Value(min(options)[2], self._next_recipe, evidence)
 
     # -- steps ----------------------------------------------------------------------------------------
     def _start_round(self, round_: int) -> list[Action]:
-        if round_ > MAX_ROUND:
+        """Enter `round_` (never below the current round), resuming any step the journal shows we took."""
+        if round_ > MAX_ROUND or round_ < self.round:
             return []
         self.round, self.step = round_, Step.PROPOSE
         delay = self.config.timeout_propose + round_ * self.config.timeout_delta
-        return [ScheduleTimeout(self.slot, round_, Step.PROPOSE, delay), *(self._propose() or [])]
+        actions: list[Action] = [ScheduleTimeout(self.slot, round_, Step.PROPOSE, delay)]
+        actions += self._propose() or []
+        if self._signer is not None:  # after a restart: where we had voted in this round, say it again
+            for kind, step in ((Prevote, Step.PREVOTE), (Precommit, Step.PRECOMMIT)):
+                recorded = self._journal.recorded(self.slot, round_, kind.KIND)
+                if recorded is not ...:
+                    self.step = step
+                    actions += self._vote(kind, round_, recorded)
+        return actions
 
     def _propose(self) -> list[Action] | None:
         if (
@@ -352,17 +414,19 @@ class SlotAgreement:
             or ("proposed", self.round) in self._fired
         ):
             return None
-        value = self.valid_value or self._new_value()
-        if value is None:
-            return None
-        recorded = self._journal.recorded(self.slot, self.round, "proposal")
-        if recorded is not ... and recorded != value.hash:
-            return None  # proposed something else before a restart
+        proposal: Signed | None
+        if self._journal.recorded(self.slot, self.round, "proposal") is not ...:
+            proposal = _journaled_proposal(self._journaled(self.round, "proposal"))
+            if proposal is None:
+                return None  # an unreadable journal entry: never sign a second, different proposal
+        else:
+            value = self.valid_value or self._new_value()
+            if value is None:
+                return None
+            pol = self.valid_round if self.valid_value is not None else -1
+            proposal = Proposal(self.slot, self.round, value, pol).signed_by(self._signer, self.chain_id)
+            self._journal.record(self.slot, self.round, "proposal", value.hash, proposal.encode())
         self._fired.add(("proposed", self.round))
-        if recorded is ...:
-            self._journal.record(self.slot, self.round, "proposal", value.hash)
-        pol = self.valid_round if self.valid_value is not None else -1
-        proposal = Proposal(self.slot, self.round, value, pol).signed_by(self._signer, self.chain_id)
         self._accept(proposal)
         return [Broadcast(proposal)]
 
@@ -471,21 +535,21 @@ class SlotAgreement:
         if not self.started or self.me is None or key in self._fired or self.step == Step.PROPOSE:
             return None
         votes = self.prevotes.get(self.round, {})
-        ready = [
-            p
-            for p in self.proposals.get(self.round, [])
-            if self._count(votes, p.value.hash) >= self.q and self.validity(p.value) == Validity.YES
-        ]
+        # q prevotes for the proposal's value: the quorum vouches for its validity (module docstring)
+        ready = [p for p in self.proposals.get(self.round, []) if self._count(votes, p.value.hash) >= self.q]
         if not ready:
             return None
         p = ready[0]
         self._fired.add(key)
         actions: list[Action] = []
-        if self.step == Step.PREVOTE:
+        # journaled before it can show in a vote: a restart restores the valid value, and the lock with it
+        self._journal.record(self.slot, self.round, "polka", p.value.hash, canonical(p.value.to_cbor()))
+        if self.step == Step.PREVOTE and self.round >= self.locked_round:  # a lock never goes back
             self.locked_hash, self.locked_round = p.value.hash, self.round
             self.step = Step.PRECOMMIT
             actions = self._vote(Precommit, self.round, p.value.hash)
-        self.valid_value, self.valid_round = p.value, self.round
+        if self.round > self.valid_round:
+            self.valid_value, self.valid_round = p.value, self.round
         return actions
 
     def _rule_nil_polka(self) -> list[Action] | None:
@@ -504,3 +568,24 @@ class SlotAgreement:
         self._fired.add(key)
         delay = self.config.timeout_precommit + self.round * self.config.timeout_delta
         return [ScheduleTimeout(self.slot, self.round, Step.PRECOMMIT, delay)]
+
+
+def _journaled_value(data: bytes | None, value_hash: bytes | None) -> Value | None:
+    """A polka's value read back from our own journal; None if the entry is unreadable or mismatched."""
+    if data is None:
+        return None
+    try:
+        value = Value.from_cbor(decode_cbor(data, len(data)))
+    except DecodeError:
+        return None
+    return value if value.hash == value_hash else None
+
+
+def _journaled_proposal(data: bytes | None) -> Signed | None:
+    if data is None:
+        return None
+    try:
+        msg = decode_signed(data)
+    except DecodeError:
+        return None
+    return msg if isinstance(msg, Proposal) else None

@@ -9,7 +9,11 @@ node that holds the same certificates elects the same directors:
   certificate: two nodes may hold different quorums of precommits for the same
   decision, and must still elect the same directors;
 - evidence carried in a certificate for a slot <= s - beacon_lag bars its
-  signer from elections for s on (its reputation no longer counts at all);
+  signer from elections for s on (its reputation no longer counts at all),
+  if it is relevant to the certificate's slot (`Evidence.relevant_to`: it
+  names that slot or one shortly before, and its signer directed it). So
+  barring for s only ever looks at elections of slots before s: evidence
+  naming a future slot cannot make an election depend on itself;
 - cooldown: directors of the `cooldown_slots` certified slots before s -
   beacon_lag + 1 are passed over first;
 - recipe(s): the next recipe fixed by the certificate of slot s - 1, else None
@@ -20,9 +24,9 @@ from __future__ import annotations
 
 from consensus.certificate import Certificate
 from consensus.election import elect_directors
-from consensus.evidence import Evidence
+from consensus.evidence import decode_relevant
 from consensus.membership import Genesis
-from consensus.messages import DecodeError, sha256
+from consensus.messages import sha256
 
 
 class LedgerError(ValueError):
@@ -57,11 +61,8 @@ class Ledger:
             if s > horizon:
                 continue
             for data in cert.value.evidence:
-                try:
-                    ev = Evidence.decode(data)
-                except DecodeError:
-                    continue
-                if ev.check(self.chain_id) is None and ev.signer in self.directors(ev.slot):
+                ev = decode_relevant(data, self.chain_id, cert.slot, self.directors)
+                if ev is not None:
                     out.add(ev.signer)
         return out
 

@@ -2,8 +2,14 @@
 
 Every message is a CBOR array ``[version, kind, body, signer, signature]``. The
 signature covers the canonical CBOR encoding of
-``[DOMAIN, chain_id, version, kind, body, signer]``, so a message cannot be
-replayed on another network (chain id) or as another kind. Decoding accepts only
+``[DOMAIN, chain_id, version, kind, header, signer]``, so a message cannot be
+replayed on another network (chain id) or as another kind. The *header* is the
+body with its large fields replaced by their SHA-256 (a proposal's value, an
+announcement's embeddings; a vote's header is its body): it commits to the whole
+message, yet evidence of equivocation needs only the two headers and signatures,
+a few hundred bytes whatever the messages' sizes, so evidence always fits in a
+proposal (as Tendermint's duplicate-vote evidence carries votes on block ids,
+never blocks). Decoding accepts only
 the canonical encoding of a well-typed message: one message has one byte string,
 which is what gossip message ids and equivocation checks compare.
 
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import cbor2
@@ -22,13 +28,21 @@ import cbor2
 from consensus.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Signer, verify
 
 VERSION = 1
-DOMAIN = b"icn-consensus"
+DOMAIN = b"icn-consensus/2"  # /2: signatures cover the header, not the body
 HASH_BYTES = 32
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_EMBEDDING_DIM = 2048
 MAX_RECIPE_BYTES = 16 * 1024
 MAX_EVIDENCE_PER_VALUE = 8
+MAX_EVIDENCE_BYTES = 1024  # two signed headers (consensus.evidence): about 500 bytes at most
 MAX_ROUND = 1000
+# A proposal's fixed fields (slot, rounds, candidate, signer, signature, CBOR framing) take under 256
+# bytes, so a value at its limits always fits in one message: proposing can never build one too large.
+_PROPOSAL_OVERHEAD = 256
+assert (
+    _PROPOSAL_OVERHEAD + MAX_RECIPE_BYTES + MAX_EVIDENCE_PER_VALUE * (MAX_EVIDENCE_BYTES + 3)
+    < MAX_MESSAGE_BYTES
+)
 
 
 class DecodeError(ValueError):
@@ -136,7 +150,7 @@ class Value:
             None if items[1] is None else _bytes(items[1], "value.next_recipe", max_size=MAX_RECIPE_BYTES)
         )
         evidence = tuple(
-            _bytes(e, "value.evidence[]", max_size=MAX_MESSAGE_BYTES)
+            _bytes(e, "value.evidence[]", max_size=MAX_EVIDENCE_BYTES)
             for e in _list(items[2], "value.evidence", max_length=MAX_EVIDENCE_PER_VALUE)
         )
         return cls(candidate, recipe, evidence)
@@ -144,6 +158,14 @@ class Value:
     @property
     def hash(self) -> bytes:
         return sha256(canonical(self.to_cbor()))
+
+
+def _check_rounds(round_: Any, pol_round: Any) -> tuple[int, int]:
+    r = _int(round_, "round", 0, MAX_ROUND)
+    pol = _int(pol_round, "pol_round", -1, MAX_ROUND)
+    if pol >= r:
+        raise DecodeError("bad_field", "pol_round must be below round")
+    return r, pol
 
 
 # -- signed messages ----------------------------------------------------------------------------------
@@ -160,6 +182,15 @@ class Signed:
     def body(self) -> list:
         raise NotImplementedError
 
+    def header(self) -> list:
+        """What the signature covers: the body, large fields by their hash (see the module's docstring)."""
+        return self.body()
+
+    @classmethod
+    def check_header(cls, header: Any) -> list:
+        """A header received inside evidence, type-checked; raises DecodeError."""
+        return _list(cls.from_body(header, b"", b"").header(), cls.KIND)
+
     @classmethod
     def from_body(cls, body: list, signer: bytes, signature: bytes) -> Signed:
         raise NotImplementedError
@@ -170,13 +201,12 @@ class Signed:
 
     # shared
     def signing_bytes(self, chain_id: bytes) -> bytes:
-        return canonical([DOMAIN, chain_id, VERSION, self.KIND, self.body(), self.signer])
+        return header_signing_bytes(chain_id, self.KIND, self.header(), self.signer)
 
     def signed_by(self, signer: Signer, chain_id: bytes) -> Signed:
-        unsigned = type(self).from_body(self.body(), signer.public_key, b"")
-        return type(self).from_body(
-            self.body(), signer.public_key, signer.sign(unsigned.signing_bytes(chain_id))
-        )
+        """This message signed by `signer`. Never re-decodes: signing our own message cannot raise."""
+        unsigned = replace(self, signer=signer.public_key, signature=b"")
+        return replace(unsigned, signature=signer.sign(unsigned.signing_bytes(chain_id)))
 
     def verify(self, chain_id: bytes) -> bool:
         return verify(self.signer, self.signing_bytes(chain_id), self.signature)
@@ -189,8 +219,13 @@ class Signed:
         return sha256(self.encode())
 
     def conflict_key(self) -> tuple:
-        """Two messages with this key and different bodies are an equivocation."""
+        """Two messages with this key and different headers are an equivocation."""
         return (self.KIND, self.signer, self.slot, self.round)
+
+
+def header_signing_bytes(chain_id: bytes, kind: str, header: list, signer: bytes) -> bytes:
+    """The bytes a signature covers (shared by messages and by evidence, which holds only headers)."""
+    return canonical([DOMAIN, chain_id, VERSION, kind, header, signer])
 
 
 @dataclass(frozen=True)
@@ -211,6 +246,31 @@ class Announce(Signed):
             self.self_check,
             self.content_hash,
         ]
+
+    def header(self) -> list:
+        return [
+            self.slot,
+            self.recipe_hash,
+            sha256(self.embedding_b),
+            sha256(self.embedding_l),
+            self.self_check,
+            self.content_hash,
+        ]
+
+    @classmethod
+    def check_header(cls, header: Any) -> list:
+        h = _list(header, "announce header", length=6)
+        if type(h[4]) is not bool:
+            raise DecodeError("bad_field", "self_check must be a boolean")
+        _int(h[0], "slot", 0, 2**62)
+        for i, name in (
+            (1, "recipe_hash"),
+            (2, "embedding_b hash"),
+            (3, "embedding_l hash"),
+            (5, "content_hash"),
+        ):
+            _bytes(h[i], name, HASH_BYTES)
+        return h
 
     @classmethod
     def from_body(cls, body: list, signer: bytes, signature: bytes) -> Announce:
@@ -243,13 +303,21 @@ class Proposal(Signed):
     def body(self) -> list:
         return [self.slot, self.round_, self.value.to_cbor(), self.pol_round]
 
+    def header(self) -> list:
+        return [self.slot, self.round_, self.value.hash, self.pol_round]
+
+    @classmethod
+    def check_header(cls, header: Any) -> list:
+        h = _list(header, "proposal header", length=4)
+        _int(h[0], "slot", 0, 2**62)
+        _check_rounds(h[1], h[3])
+        _bytes(h[2], "value_hash", HASH_BYTES)
+        return h
+
     @classmethod
     def from_body(cls, body: list, signer: bytes, signature: bytes) -> Proposal:
         b = _list(body, "proposal", length=4)
-        round_ = _int(b[1], "round", 0, MAX_ROUND)
-        pol = _int(b[3], "pol_round", -1, MAX_ROUND)
-        if pol >= round_:
-            raise DecodeError("bad_field", "pol_round must be below round")
+        round_, pol = _check_rounds(b[1], b[3])
         return cls(
             _int(b[0], "slot", 0, 2**62),
             round_,

@@ -25,8 +25,8 @@ import multiaddr
 
 from consensus.certificate import Certificate
 from consensus.checks import MessageChecker
-from consensus.evidence import MAX_EVIDENCE_BYTES, Evidence
-from consensus.messages import MAX_RECIPE_BYTES, DecodeError, canonical
+from consensus.evidence import MAX_EVIDENCE_AGE, Evidence
+from consensus.messages import MAX_EVIDENCE_BYTES, MAX_RECIPE_BYTES, DecodeError, canonical
 from generation.errors import RecipeError
 from generation.recipe import Recipe
 
@@ -171,14 +171,21 @@ class TopicValidators:
         return cert
 
     def _evidence(self, data: bytes) -> Evidence:
+        """Genuine evidence against a director of a slot from the last MAX_EVIDENCE_AGE slots (or the next):
+        the same rule a director applies to the evidence in a proposal (`Evidence.relevant_to`)."""
         if len(data) > MAX_EVIDENCE_BYTES:
             raise Reject("too_large")
         try:
             ev = Evidence.decode(data)
         except DecodeError as exc:
             raise Reject(exc.reason) from None
+        now = self.context.current_slot()
+        if ev.slot < now - MAX_EVIDENCE_AGE:
+            raise Reject("stale_slot")
+        if ev.slot > now + self.future_slots:
+            raise Reject("future_slot")
         directors = self.context.directors(ev.slot)
-        if directors is not None and ev.signer not in directors:
+        if not directors or ev.signer not in directors:
             raise Reject("not_a_director")
         if ev.check(self.context.chain_id) is not None:
             raise Reject("bad_evidence")
@@ -227,4 +234,3 @@ def _strict_list(data: bytes, length: int) -> list:
     if not isinstance(items, list) or len(items) != length:
         raise Reject("bad_field")
     return items
-

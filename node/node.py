@@ -215,6 +215,7 @@ class Node:
             next_recipe=self._next_recipe(),
             evidence_pool=list(self.evidence_pool.values()),
             recipe_ok=_canonical_recipe,
+            directors_of=self.directors,
         )
         self.agreements[slot] = sm
         with logs.in_phase(slot, "start"), trio.move_on_at(self._wall_deadline(start + self.genesis.slot_sec)) as whole:

@@ -22,6 +22,7 @@ from typing import Any
 
 from consensus.certificate import Certificate
 from consensus.evidence import Evidence
+from consensus.journal import JournalEntry
 
 SCHEMA_VERSION = 1
 
@@ -32,7 +33,7 @@ CREATE TABLE IF NOT EXISTS certificates (
 CREATE TABLE IF NOT EXISTS evidence (
     hash BLOB PRIMARY KEY, slot INTEGER NOT NULL, signer BLOB NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS votes (
-    slot INTEGER NOT NULL, round INTEGER NOT NULL, step TEXT NOT NULL, value BLOB,
+    slot INTEGER NOT NULL, round INTEGER NOT NULL, step TEXT NOT NULL, value BLOB, data BLOB,
     PRIMARY KEY (slot, round, step));
 CREATE TABLE IF NOT EXISTS outcomes (
     slot INTEGER PRIMARY KEY, role TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL);
@@ -59,7 +60,15 @@ class Storage:
             raise StorageError(f"{self.path}: not a usable node database ({exc})") from None
         if check != "ok":
             raise StorageError(f"{self.path}: database integrity check failed: {check}")
+        self._migrate()
         self._claim(chain_id)
+
+    def _migrate(self) -> None:
+        """Schema 1 journals had no `data` column (the signed proposal, the polka's value): add it."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(votes)")}
+        if "data" not in columns:
+            with self._tx():
+                self._db.execute("ALTER TABLE votes ADD COLUMN data BLOB")
 
     def _claim(self, chain_id: bytes) -> None:
         """A storage directory belongs to one chain: refuse to mix two networks' state."""
@@ -108,7 +117,8 @@ class Storage:
     def put_evidence(self, ev: Evidence) -> None:
         with self._tx():
             self._db.execute(
-                "INSERT OR IGNORE INTO evidence VALUES (?, ?, ?, ?)", (ev.hash, ev.slot, ev.signer, ev.encode())
+                "INSERT OR IGNORE INTO evidence VALUES (?, ?, ?, ?)",
+                (ev.hash, ev.slot, ev.signer, ev.encode()),
             )
 
     def evidence(self) -> list[Evidence]:
@@ -121,18 +131,25 @@ class Storage:
         ).fetchone()
         return ... if row is None else row[0]
 
-    def record(self, slot: int, round_: int, step: str, value_hash: bytes | None) -> None:
+    def record(
+        self, slot: int, round_: int, step: str, value_hash: bytes | None, data: bytes | None = None
+    ) -> None:
         existing = self.recorded(slot, round_, step)
         if existing is not ...:
             if existing != value_hash:
                 raise ValueError(f"journal already holds a different {step} for slot {slot} round {round_}")
             return
         with self._tx():  # committed (fsync, synchronous=FULL) before this returns
-            self._db.execute("INSERT INTO votes VALUES (?, ?, ?, ?)", (slot, round_, step, value_hash))
+            self._db.execute(
+                "INSERT INTO votes (slot, round, step, value, data) VALUES (?, ?, ?, ?, ?)",
+                (slot, round_, step, value_hash, data),
+            )
 
-    def votes(self, slot: int) -> list[tuple[int, str, bytes | None]]:
+    def votes(self, slot: int) -> list[JournalEntry]:
         return list(
-            self._db.execute("SELECT round, step, value FROM votes WHERE slot=? ORDER BY round, step", (slot,))
+            self._db.execute(
+                "SELECT round, step, value, data FROM votes WHERE slot=? ORDER BY round, step", (slot,)
+            )
         )
 
     # -- outcomes and media ------------------------------------------------------------------------------

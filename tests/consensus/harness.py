@@ -237,7 +237,7 @@ class _Sim:
             elif isinstance(a, SlotFailed):
                 self.out.failed.add(node)
             elif isinstance(a, EvidenceFound):
-                self.out.evidence[node].add(a.evidence.first.conflict_key())
+                self.out.evidence[node].add(a.evidence.conflict_key())
 
     def run(self) -> Outcome:
         outs = self.outputs()
@@ -267,7 +267,7 @@ class _Sim:
                     self.send(now, node, payload)  # gossip relay
                 self.out.messages_delivered += 1
                 bodies = self.received[node].setdefault(msg.conflict_key(), set())
-                bodies.add(repr(msg.body()))
+                bodies.add(repr(msg.header()))
                 if len(bodies) > 1:
                     self.out.equivocations_seen[node].add(msg.conflict_key())
                 actions = sm.receive(msg)

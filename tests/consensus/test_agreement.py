@@ -353,9 +353,9 @@ def test_journal_repeats_votes_after_a_restart_never_changes_them() -> None:
     # restart: same journal, the proposal never arrives this time; the timeout would prevote nil
     second = sm(1, journal=journal)
     second.set_local_output(output(1))
-    second.start()
-    again = _prevote_of(second.on_timeout(0, Step.PROPOSE))
+    again = _prevote_of(second.start())  # it resumes in round 0 at the prevote step and says its vote again
     assert again.value_hash == vote.value_hash == prop.value.hash
+    assert second.step == Step.PREVOTE and broadcasts(second.on_timeout(0, Step.PROPOSE)) == []
     with pytest.raises(ValueError, match="different prevote"):
         journal.record(SLOT, 0, "prevote", None)
 
@@ -529,7 +529,7 @@ def test_proof_of_lock_proposal(locked_round: int, locked_on_v: bool, expect_v: 
     assert m.step == Step.PREVOTE
 
 
-def test_proof_of_lock_needs_the_quorum_and_a_valid_value() -> None:
+def test_proof_of_lock_needs_the_quorum_which_vouches_for_the_value() -> None:
     m = sm(2)
     m.set_local_output(output(2))
     _at_round(m, 3)
@@ -544,10 +544,14 @@ def test_proof_of_lock_needs_the_quorum_and_a_valid_value() -> None:
     bad = sm(2)
     bad.set_local_output(output(2))
     _at_round(bad, 3)
-    invalid = _valid_candidate(bad, 0, self_check=False)
-    for vote in _votes(Prevote, 1, invalid.hash, [0, 1, 3, 4]):
+    locally_invalid = _valid_candidate(bad, 0, self_check=False)
+    assert bad.validity(locally_invalid) == Validity.NO
+    for vote in _votes(Prevote, 1, locally_invalid.hash, [0, 1, 3, 4]):
         bad.receive(vote)
-    assert _prevote_of(bad.receive(Proposal(SLOT, 3, invalid, 1).signed_by(K[3], CHAIN))).value_hash is None
+    # a quorum prevoted it: f+1 correct directors found it valid, so every correct director judges alike
+    assert bad.validity(locally_invalid) == Validity.YES
+    prevote = _prevote_of(bad.receive(Proposal(SLOT, 3, locally_invalid, 1).signed_by(K[3], CHAIN)))
+    assert prevote.value_hash == locally_invalid.hash
 
 
 def test_each_round_schedules_its_own_prevote_timeout() -> None:

@@ -57,7 +57,7 @@ def test_sigkill_while_writing_media_and_rows(tmp_path: Path, writes: int, extra
     stored = set(store.ids())
     for slot, _role, _outcome, detail in rows:
         assert detail == {"n": slot}
-        ((_, _, voted),) = storage.votes(slot)
+        ((_, _, voted, _),) = storage.votes(slot)
         assert voted in stored  # a row is written only after its file is in place
     for slot in range(len(rows)):
         assert storage.media_for_slot(slot)[0] in stored  # the index never names a missing file
