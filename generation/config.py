@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from generation.errors import ConfigError
+from generation.recipe import SLOT_AUDIO_SEC
 from generation.validation import describe_validation_error
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -125,7 +126,7 @@ class VideoBufferSettings(_Strict):
 
 class AudioBufferSettings(_Strict):
     sample_rate: int = Field(24000, ge=8000, le=96000)
-    duration_sec: float = Field(45.0, gt=0, le=600)
+    duration_sec: float = Field(SLOT_AUDIO_SEC, gt=0, le=600)
 
 
 class BufferSettings(_Strict):

@@ -1,7 +1,13 @@
 """The slot recipe: what every director of a slot generates, field for field.
 
 Recipes arrive from the network, so they are parsed strictly (no type coercion,
-no unknown keys) and every error names the field. The canonical encoding and
+no unknown keys, no NaN or infinities) and every error names the field; the JSON
+text is bounded in size and nesting before it is parsed, and every failure is a
+`RecipeError`, never another exception. `network_recipe` is the one rule for a
+recipe that travels (HTTP, gossip, a proposal's next recipe, a committed recipe):
+valid for the engine (its duration within the slot's audio) and small enough for
+the consensus value that carries it, so nothing is accepted at one door and
+refused at the next. The canonical encoding and
 its hash identify a recipe across nodes; when a recipe carries no seed, the seed
 is derived from that hash and the slot number, so all directors draw the same
 noise and their outputs can agree.
@@ -16,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from consensus.messages import MAX_RECIPE_BYTES
 from generation.errors import RecipeError
 from generation.validation import describe_validation_error
 
@@ -24,10 +31,55 @@ Emotion = Literal["neutral", "excited", "sad", "angry", "manic"]
 MAX_SCRIPT_CHARS = 5000
 MAX_PROMPT_CHARS = 2000
 MAX_RENDERER_PARAMS_BYTES = 4096
+MAX_RECIPE_TEXT_BYTES = 64 * 1024  # JSON text as submitted (whitespace included); canonical: MAX_RECIPE_BYTES
+MAX_JSON_DEPTH = 16  # objects and arrays inside one another; a recipe needs 4 (renderer params a few more)
+SLOT_AUDIO_SEC = (
+    45.0  # the longest a slot's audio is: the engine's audio buffer (generation.config) by default
+)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def json_depth_exceeds(text: str, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit`, found in one pass without parsing
+    (so a body of 100,000 '[' is refused before `json.loads` could recurse on it)."""
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def load_json(text: str, *, what: str = "recipe", max_bytes: int = MAX_RECIPE_TEXT_BYTES) -> Any:
+    """Bounded, total JSON: size and nesting checked first, NaN and Infinity refused; RecipeError only."""
+    if len(text) > max_bytes:
+        raise RecipeError(f"{what}: longer than {max_bytes} characters")
+    if json_depth_exceeds(text, MAX_JSON_DEPTH):
+        raise RecipeError(f"{what}: nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise RecipeError(f"{what}: not valid JSON: {str(exc)[:200]}") from None
 
 
 def _not_blank(value: str) -> str:
@@ -104,16 +156,15 @@ class Recipe(_Strict):
                 except UnicodeDecodeError:
                     raise RecipeError("recipe: not UTF-8 text") from None
             if isinstance(data, str):
-                try:
-                    data = json.loads(data)
-                except json.JSONDecodeError as exc:
-                    raise RecipeError(f"recipe: not valid JSON: {exc}") from None
+                data = load_json(data)
             if not isinstance(data, Mapping):
                 raise RecipeError(f"recipe: expected an object, got {type(data).__name__}")
             try:
                 recipe = cls.model_validate(dict(data))
             except ValidationError as exc:
                 raise RecipeError("; ".join(describe_validation_error(exc))) from None
+            except (ValueError, TypeError, RecursionError) as exc:  # a validator's own failure on odd data
+                raise RecipeError(f"recipe: {str(exc)[:200]}") from None
         if (
             max_duration_sec is not None
             and recipe.duration_sec is not None
@@ -139,3 +190,15 @@ class Recipe(_Strict):
             return self.seed
         digest = hashlib.sha256(self.canonical_bytes() + b"|slot|" + str(int(slot_id)).encode()).digest()
         return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def network_recipe(data: Any) -> Recipe:
+    """A recipe valid for the network: parsed as `Recipe.parse`, its duration within the slot's audio,
+    its canonical form within the consensus value's limit. RecipeError otherwise (the module docstring)."""
+    recipe = Recipe.parse(data, max_duration_sec=SLOT_AUDIO_SEC)
+    size = len(recipe.canonical_bytes())
+    if size > MAX_RECIPE_BYTES:
+        raise RecipeError(
+            f"recipe: {size} bytes in canonical form, more than the {MAX_RECIPE_BYTES} a slot carries"
+        )
+    return recipe

@@ -48,6 +48,7 @@ class HostStats:
     dials: int = 0
     dial_failures: int = 0
     reconnects: int = 0
+    bad_rpcs: int = 0  # pubsub streams that sent what is not a valid RPC (libp2p defect 15)
     evicted: list[tuple[str, ID]] = field(default_factory=list)
 
 
@@ -63,13 +64,14 @@ class NetworkHost:
         router: object,
         nursery: trio.Nursery,
         reputation: PeerReputation,
+        stats: HostStats | None = None,
     ) -> None:
         self.identity = identity
         self.settings = settings
         self.host = host
         self.pubsub = pubsub
         self.router = router
-        self.stats = HostStats()
+        self.stats = stats or HostStats()
         self.reputation = reputation
         self._nursery = nursery
         self._kept: dict[ID, trio.CancelScope] = {}
@@ -181,7 +183,9 @@ async def open_host(
 ) -> AsyncIterator[NetworkHost]:
     host = build_libp2p_host(identity, settings)
     reputation = PeerReputation()
-    router = quirks.build_gossipsub([PROTOCOL_ID_V11, GOSSIPSUB_PROTOCOL_ID], settings.gossip, reputation.score)
+    router = quirks.build_gossipsub(
+        [PROTOCOL_ID_V11, GOSSIPSUB_PROTOCOL_ID], settings.gossip, reputation.score
+    )
     pubsub = Pubsub(
         host,
         router,
@@ -189,21 +193,38 @@ async def open_host(
         seen_ttl=settings.gossip.seen_ttl_sec,
         cache_size=8192,
     )
+    stats = HostStats()
+
+    def bad_rpc(peer: ID, exc: Exception) -> None:
+        stats.bad_rpcs += 1
+        reputation.penalize(peer, "bad_rpc")
+        log.info("bad pubsub RPC from %s: %s: %s", peer, type(exc).__name__, str(exc)[:200])
+
+    quirks.guard_pubsub_streams(host, pubsub, list(router.get_protocols()), bad_rpc)
     listen = [multiaddr.Multiaddr(a) for a in settings.listen]
+    failure: BaseException | None = None
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(host.run(listen))
         nursery = await stack.enter_async_context(trio.open_nursery())
+        # Our tasks are cancelled only once pubsub and the router have stopped (exit callbacks run last
+        # in, first out). Cancelling them first made the services' clean-up raise Cancelled, which
+        # replaced an error from the block's body and was then caught by this very scope: the error
+        # vanished and the process lived on as a silent zombie.
+        stack.callback(nursery.cancel_scope.cancel)
         if faults is not None:
             fault_layer.install(host.get_network(), faults, nursery)
         await stack.enter_async_context(background_trio_service(pubsub))
         await stack.enter_async_context(background_trio_service(router))
         await pubsub.wait_until_ready()
-        net = NetworkHost(identity, settings, host, pubsub, router, nursery, reputation)
+        net = NetworkHost(identity, settings, host, pubsub, router, nursery, reputation, stats)
         nursery.start_soon(net._evict_loop)
         for addr in settings.bootstrap:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
             net.keep_connected(info)
         try:
             yield net
-        finally:
-            nursery.cancel_scope.cancel()
+        except BaseException as exc:
+            failure = exc
+            raise
+    if failure is not None:  # a library's clean-up swallowed the body's error after all: never lose it
+        raise failure

@@ -72,6 +72,14 @@ stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
    makes each Noise write whole: shielded from cancellation, bounded by
    NOISE_WRITE_MAX_SEC (a peer that reads nothing for that long has lost the
    connection anyway). Process-wide, like defect 10.
+15. A malformed pubsub RPC stops the node. The pubsub stream handler catches
+   only stream, varint and short-read errors: bytes that are not a protobuf
+   RPC (`google.protobuf.message.DecodeError`) escape it, end the connection's
+   task group and with it the swarm service, and the node exits. Any peer can
+   send them (the hostile simnet scenario did). `guard_pubsub_streams`
+   registers a handler that runs the library's and turns any failure into what
+   the library does for the errors it knows (reset the stream, drop the peer
+   from pubsub), plus a penalty on the peer's score and a count.
 """
 
 from __future__ import annotations
@@ -114,6 +122,7 @@ QUIRKS = (
     "heartbeat pruning records no back-off, so pruned peers are re-grafted and refused in a loop: recorded",
     "IHAVE gossip skips peers in back-off, cutting pruned nodes off a topic: gossip to all non-mesh peers",
     "a write cancelled after Noise encrypted it desynchronises the session, dropping the connection: shielded",
+    "a malformed pubsub RPC escapes the stream handler and stops the node: guarded per stream",
 )
 
 OUTBOUND_QUEUE_RPCS = 1024
@@ -290,3 +299,24 @@ async def evict_low_scorers(router: GossipSub) -> list[tuple[str, ID]]:
                 except Exception as exc:  # the peer may be gone already; the mesh change stands
                     log.debug("prune of %s on %s not sent: %s", peer, topic, exc)
     return evicted
+
+
+def guard_pubsub_streams(
+    host: object, pubsub: Pubsub, protocols: list[str], on_bad_rpc: Callable[[ID, Exception], None]
+) -> None:
+    """Defect 15: pubsub's inbound streams, with every failure contained to that stream and peer."""
+
+    async def guarded(stream: object) -> None:
+        peer = stream.muxed_conn.peer_id  # type: ignore[attr-defined]
+        try:
+            await pubsub.stream_handler(stream)  # type: ignore[arg-type]
+        except Exception as exc:  # what the library lets escape: nothing a peer sends may stop the node
+            on_bad_rpc(peer, exc)
+            try:
+                await stream.reset()  # type: ignore[attr-defined]
+            except Exception as reset_exc:  # already gone
+                log.debug("reset after a bad RPC failed: %s", reset_exc)
+            pubsub._handle_dead_peer(peer)
+
+    for protocol in protocols:
+        host.set_stream_handler(protocol, guarded)  # type: ignore[attr-defined]

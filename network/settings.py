@@ -74,7 +74,8 @@ class ReconnectSettings(_Strict):
 
 
 class NetworkSettings(_Strict):
-    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
+    # Loopback unless the operator says otherwise: exposing the node is a choice (node.template, README).
+    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/4001",)
     bootstrap: tuple[str, ...] = ()
     gossip: GossipSettings = GossipSettings()
     media: MediaSettings = MediaSettings()

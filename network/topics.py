@@ -9,12 +9,17 @@ of every topic name, so two networks never mix.
 Validators are pure functions of the message and a `ValidationContext` (the
 clock's slot, the ledger's directors): they never raise, count every
 rejection by reason, and a rejected message is neither delivered nor
-forwarded, and costs its forwarder gossip score.
+forwarded, and costs its forwarder gossip score. Each topic's size limit is
+checked before any byte is decoded. An exception a validator did not expect is
+a bug, but one a stranger can trigger: it is counted as `internal_error`, logged
+once per topic with its traceback, and the message rejected; it never reaches
+the host's tasks.
 """
 
 from __future__ import annotations
 
 import enum
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,12 +28,14 @@ from typing import Any, Protocol
 import cbor2
 import multiaddr
 
-from consensus.certificate import Certificate
+from consensus.certificate import MAX_CERTIFICATE_BYTES, Certificate
 from consensus.checks import MessageChecker
 from consensus.evidence import MAX_EVIDENCE_AGE, Evidence
-from consensus.messages import MAX_EVIDENCE_BYTES, MAX_RECIPE_BYTES, DecodeError, canonical
+from consensus.messages import MAX_EVIDENCE_BYTES, MAX_MESSAGE_BYTES, MAX_RECIPE_BYTES, DecodeError, canonical
 from generation.errors import RecipeError
-from generation.recipe import Recipe
+from generation.recipe import Recipe, network_recipe
+
+log = logging.getLogger(__name__)
 
 
 class Topic(enum.Enum):
@@ -52,6 +59,18 @@ _KINDS = {
 }
 
 
+MAX_HAVE_ADDRS = 4
+MAX_ADDR_CHARS = 200
+# The largest message each topic carries, checked before anything is decoded.
+MAX_BYTES = {
+    Topic.VOTES: MAX_MESSAGE_BYTES,
+    Topic.CERTIFICATES: MAX_CERTIFICATE_BYTES,
+    Topic.EVIDENCE: MAX_EVIDENCE_BYTES,
+    Topic.RECIPES: MAX_RECIPE_BYTES + 32,
+    Topic.MEDIA_HAVE: 64 + MAX_HAVE_ADDRS * (MAX_ADDR_CHARS + 4),
+}
+
+
 class ValidationContext(Protocol):
     chain_id: bytes
 
@@ -68,10 +87,6 @@ class TopicStats:
 
 def encode_recipe(recipe: Recipe) -> bytes:
     return canonical([1, "recipe", recipe.canonical_bytes()])
-
-
-MAX_HAVE_ADDRS = 4
-MAX_ADDR_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,7 @@ class TopicValidators:
             context.chain_id, context.directors, past_slots=1, future_slots=future_slots
         )
         self.stats = TopicStats()
+        self._logged_internal: set[Topic] = set()
         self._decoders: dict[Topic, Callable[[bytes], Any]] = {
             Topic.VOTES: self._vote,
             Topic.CERTIFICATES: self._certificate,
@@ -131,6 +147,8 @@ class TopicValidators:
         try:
             if not isinstance(data, bytes | bytearray):
                 raise Reject("not_bytes")
+            if len(data) > MAX_BYTES[topic]:
+                raise Reject("too_large")
             kind = _kind_of(bytes(data))
             if kind is not None and kind not in _KINDS[topic] and any(kind in k for k in _KINDS.values()):
                 raise Reject("wrong_topic")
@@ -138,6 +156,12 @@ class TopicValidators:
         except Reject as rej:
             if count:
                 self.stats.rejected[(topic.value, rej.reason)] += 1
+            return None
+        except Exception:  # a bug a stranger can trigger: counted, logged once, never raised
+            self.stats.rejected[(topic.value, "internal_error")] += 1
+            if topic not in self._logged_internal:
+                self._logged_internal.add(topic)
+                log.exception("%s validator failed on a %d-byte message; rejected", topic.value, len(data))
             return None
         if count:
             self.stats.accepted[topic.value] += 1
@@ -173,8 +197,6 @@ class TopicValidators:
     def _evidence(self, data: bytes) -> Evidence:
         """Genuine evidence against a director of a slot from the last MAX_EVIDENCE_AGE slots (or the next):
         the same rule a director applies to the evidence in a proposal (`Evidence.relevant_to`)."""
-        if len(data) > MAX_EVIDENCE_BYTES:
-            raise Reject("too_large")
         try:
             ev = Evidence.decode(data)
         except DecodeError as exc:
@@ -192,13 +214,11 @@ class TopicValidators:
         return ev
 
     def _recipe(self, data: bytes) -> Recipe:
-        if len(data) > MAX_RECIPE_BYTES + 32:
-            raise Reject("too_large")
         items = _strict_list(data, 3)
         if items[0] != 1 or items[1] != "recipe" or not isinstance(items[2], bytes):
             raise Reject("bad_field")
         try:
-            recipe = Recipe.parse(items[2])
+            recipe = network_recipe(items[2])
         except RecipeError:
             raise Reject("bad_recipe") from None
         if encode_recipe(recipe) != data:
@@ -206,8 +226,6 @@ class TopicValidators:
         return recipe
 
     def _have(self, data: bytes) -> Have:
-        if len(data) > 64 + MAX_HAVE_ADDRS * (MAX_ADDR_CHARS + 4):
-            raise Reject("too_large")
         items = _strict_list(data, 4)
         if items[0] != 1 or items[1] != "have" or not isinstance(items[2], bytes) or len(items[2]) != 32:
             raise Reject("bad_field")

@@ -179,12 +179,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"models resident in {engine.cold_start_sec:.1f} s; starting the node (Ctrl-C stops it)", file=sys.stderr)
     try:
         trio.run(functools.partial(run_until_signal, settings, engine=engine, identity=identity))
-    except (OSError, ExceptionGroup) as exc:  # e.g. a listen or HTTP address already in use
+    except Exception as exc:  # a task crashed, or e.g. a listen or HTTP address already in use: fail loudly
         leaf = exc
         while isinstance(leaf, ExceptionGroup):
             leaf = leaf.exceptions[0]
+        logging.getLogger(__name__).error("the node stopped: %s", leaf, exc_info=exc)
         print(f"error: the node stopped: {leaf}", file=sys.stderr)
-        logging.getLogger(__name__).debug("node failure", exc_info=exc)
+        logging.shutdown()
         return EXIT_FAILED
     # Everything is closed and durable (the database in Node.run's `finally`). Skip the
     # interpreter's own teardown of torch and the CUDA libraries, which can take seconds:
@@ -378,14 +379,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from generation.errors import VortexError
     from network.identity import IdentityError
+    from node import logs
     from node.engine import EngineStartError
     from node.settings import NodeConfigError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    # one handler on the root logger, which `run` reconfigures from the operator's settings (a second
+    # handler, as logging.basicConfig's beside it, printed every line twice)
+    logs.configure("text", "DEBUG" if args.verbose else "WARNING")
     try:
         return args.func(args)
     except VortexError as exc:

@@ -57,6 +57,8 @@ async def _read_request(stream: trio.SocketStream) -> tuple[str, str, bytes]:
     for line in lines[1:]:
         name, _, value = line.partition(":")
         if name.strip().lower() == "content-length":
+            if not value.strip().isdigit():
+                raise ValueError("bad Content-Length")
             length = int(value.strip())
     if length > MAX_REQUEST_BYTES:
         raise OverflowError("request too large")
@@ -74,11 +76,16 @@ async def serve(host: str, port: int, handler: Handler, *, task_status=trio.TASK
             with trio.fail_after(REQUEST_TIMEOUT_SEC):
                 try:
                     method, path, body = await _read_request(stream)
-                    response = await handler(method, path.split("?", 1)[0], body)
                 except OverflowError:
                     response = Response.json(413, {"error": "request too large"})
                 except ValueError as exc:
-                    response = Response.json(400, {"error": str(exc)})
+                    response = Response.json(400, {"error": str(exc)[:200]})
+                else:
+                    try:
+                        response = await handler(method, path.split("?", 1)[0], body)
+                    except Exception:  # a failing route answers 500 and is logged; the node goes on
+                        log.exception("http %s %s failed", method[:16], path[:100])
+                        response = Response.json(500, {"error": "internal error"})
                 head = (
                     f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Status')}\r\n"
                     f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"

@@ -34,7 +34,7 @@ from consensus.ledger import Ledger, LedgerError
 from consensus.messages import Announce, DecodeError, Signed, sha256
 from generation.errors import RecipeError
 from generation.pipeline import VortexPipeline
-from generation.recipe import Recipe
+from generation.recipe import Recipe, network_recipe
 from network.certsync import CertificateSync
 from network.faults import FaultPlan
 from network.gossip import Gossip
@@ -126,7 +126,7 @@ class Node:
         if path is None:
             return Recipe.parse(FALLBACK_RECIPE)
         try:
-            return Recipe.parse(Path(path).read_text())
+            return network_recipe(Path(path).read_bytes())
         except OSError as exc:
             raise RecipeError(f"node.fallback_recipe: cannot read {path}: {exc}") from None
 
@@ -214,7 +214,7 @@ class Node:
             journal=self.storage,
             next_recipe=self._next_recipe(),
             evidence_pool=list(self.evidence_pool.values()),
-            recipe_ok=_canonical_recipe,
+            recipe_ok=canonical_network_recipe,
             directors_of=self.directors,
         )
         self.agreements[slot] = sm
@@ -321,8 +321,8 @@ class Node:
         if data is None:
             return self.fallback, "no recipe committed for this slot: fallback programme"
         try:
-            return Recipe.parse(data), None
-        except RecipeError as exc:  # a quorum agreed to it, so this is a schema change, not an attack
+            return network_recipe(data), None
+        except RecipeError as exc:  # a quorum agreed to it: a schema change, or more than f faulty directors
             return self.fallback, f"committed recipe unusable ({exc}): fallback programme"
 
     def _next_recipe(self) -> bytes | None:
@@ -485,9 +485,10 @@ class Node:
         return key
 
     async def submit_recipe(self, recipe: Recipe) -> bytes:
-        key = self._queue_recipe(recipe)
+        """Publish a network-valid recipe (see `network_recipe`), then queue it for our own proposals.
+        Queued only once published: a recipe the network refuses never reaches a proposal."""
         await self.gossip.publish(Topic.RECIPES, encode_recipe(recipe))
-        return key
+        return self._queue_recipe(recipe)
 
     async def _media_have_loop(self) -> None:
         async for msg in self.gossip.inbox(Topic.MEDIA_HAVE):
@@ -583,16 +584,20 @@ class Node:
             if method != "POST":
                 return Response.json(405, {"error": "POST a recipe as JSON"})
             try:
-                recipe = Recipe.parse(body)
+                recipe = network_recipe(body)
             except RecipeError as exc:
                 return Response.json(400, {"error": str(exc)})
-            key = await self.submit_recipe(recipe)
+            try:
+                key = await self.submit_recipe(recipe)
+            except ValueError as exc:  # the gossip checks refused it (e.g. too large once framed)
+                return Response.json(400, {"error": str(exc)})
             return Response.json(202, {"queued": key.hex(), "pending": len(self.recipes)})
         return Response.json(404, {"error": f"no route {method} {path}"})
 
 
-def _canonical_recipe(data: bytes) -> bool:
+def canonical_network_recipe(data: bytes) -> bool:
+    """A proposal's next recipe: network-valid (`network_recipe`) and in canonical form."""
     try:
-        return Recipe.parse(data).canonical_bytes() == data
+        return network_recipe(data).canonical_bytes() == data
     except RecipeError:
         return False

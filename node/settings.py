@@ -188,6 +188,8 @@ class NodeSettings(_Strict):
             settings = cls.model_validate(data)
         except ValidationError as exc:
             raise NodeConfigError("\n".join(describe_validation_error(exc, origin))) from None
+        except (ValueError, TypeError, RecursionError) as exc:  # a validator's own failure on odd data
+            raise NodeConfigError(f"{origin}: {str(exc)[:200]}") from None
         if base_dir is not None:
             settings = settings.with_paths_under(base_dir)
         return settings
@@ -203,8 +205,8 @@ class NodeSettings(_Strict):
             raise NodeConfigError(f"{path}: cannot read: {exc}") from None
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise NodeConfigError(f"{path}: not valid TOML: {exc}") from None
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            raise NodeConfigError(f"{path}: not valid TOML: {str(exc)[:200]}") from None
         return cls.from_mapping(data, origin=str(path), base_dir=path.parent)
 
     def with_paths_under(self, base: Path) -> NodeSettings:

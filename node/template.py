@@ -45,7 +45,10 @@ threshold_l = 0.9
 require_self_check = true
 
 [network]
-listen = ["/ip4/0.0.0.0/tcp/4001"]
+# Where libp2p listens. Loopback reaches only this machine; to take part in a network, listen where
+# peers can dial you (e.g. "/ip4/0.0.0.0/tcp/4001", all interfaces) and open that port. Everything a
+# peer sends there is size-checked and validated before use, and a bad message only costs its sender.
+listen = ["/ip4/127.0.0.1/tcp/4001"]
 bootstrap = []                   # e.g. "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW..."
 
 [network.gossip]

@@ -12,12 +12,19 @@ it sends; `_announce`, what it says it produced) or adds a task:
 - silent: sends nothing at all (generates, but never announces or votes);
 - replay: besides its honest messages, re-sends messages of earlier slots;
 - flood: besides its honest messages, publishes a stream of invalid messages
-  (its own validators are bypassed so they leave the node).
+  (its own validators are bypassed so they leave the node);
+- hostile: besides its honest messages, publishes on every topic what issue 16
+  found stopping nodes and more (deeply nested CBOR and JSON, over-long and
+  engine-invalid recipes, huge integers, truncated and bit-flipped copies of
+  valid messages), and as a proposer signs proposals whose next recipe is
+  hostile (nested 5,000 deep, a 1,000 s duration, NaN, not UTF-8) instead of
+  its honest ones: honest directors must prevote nil, and nobody may crash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import replace
 from typing import Any
@@ -25,13 +32,34 @@ from typing import Any
 import trio
 
 from consensus.actions import Action
-from consensus.messages import Precommit, Prevote, Signed
+from consensus.messages import MAX_RECIPE_BYTES, Precommit, Prevote, Proposal, Signed, Value, canonical
 from network.topics import Topic
 from node.node import Node
 
 log = logging.getLogger(__name__)
 
 FLOOD_PER_SEC = 50
+HOSTILE_PER_SEC = 20
+_RECIPE = {
+    "audio_track": {"script": "Hello.", "voice_id": "morty"},
+    "visual_track": {"prompt": "a test card"},
+}
+HOSTILE_RECIPES = [
+    b"[" * 5000,
+    b'{"a":' * 3000,
+    json.dumps({**_RECIPE, "duration_sec": 1000}).encode(),
+    json.dumps(_RECIPE).replace("}}", '}, "duration_sec": Infinity}', 1).encode(),
+    json.dumps(
+        {**_RECIPE, "audio_track": {"script": "x", "voice_id": "morty", "speed": float("nan")}}
+    ).encode(),
+    b"\xc3\x28",
+    json.dumps(
+        {
+            "audio_track": {"script": "\u4e00" * 5000, "voice_id": "morty"},
+            "visual_track": {"prompt": "\u4e00" * 2000},
+        }
+    ).encode(),
+]
 
 
 class ByzantineNode(Node):
@@ -43,10 +71,12 @@ class ByzantineNode(Node):
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(super().run)
-            if self.behaviour in ("flood", "replay"):
+            if self.behaviour in ("flood", "replay", "hostile"):
                 self._unguard_own_messages()
             if self.behaviour == "flood":
                 nursery.start_soon(self._flood)
+            if self.behaviour == "hostile":
+                nursery.start_soon(self._hostile)
             if self.behaviour == "replay":
                 nursery.start_soon(self._replay)
             task_status.started(self)
@@ -58,6 +88,13 @@ class ByzantineNode(Node):
             return
         if b == "missing-candidate" and isinstance(msg, Prevote | Precommit) and msg.value_hash is not None:
             msg = type(msg)(msg.slot, msg.round, _made_up(msg)).signed_by(self.identity.signer, self.chain_id)
+        if b == "hostile" and isinstance(msg, Proposal):
+            recipe = HOSTILE_RECIPES[msg.round % len(HOSTILE_RECIPES)][:MAX_RECIPE_BYTES]
+            value = Value(msg.value.candidate, recipe, msg.value.evidence)
+            msg = Proposal(msg.slot, msg.round, value, msg.pol_round).signed_by(
+                self.identity.signer, self.chain_id
+            )
+            log.info("byzantine: hostile next recipe proposed in slot %d round %d", msg.slot, msg.round)
         await super()._broadcast(msg)
         self._sent.append(msg.encode())
         if b == "equivocate" and isinstance(msg, Prevote | Precommit):
@@ -69,7 +106,9 @@ class ByzantineNode(Node):
     def _announce(self, sm: Any, output: Any) -> list[Action]:
         if self.behaviour == "different-output":
             flipped = bytes(b ^ 0x5A for b in output.embedding_b)
-            output = replace(output, embedding_b=flipped, content_hash=hashlib.sha256(output.content_hash).digest())
+            output = replace(
+                output, embedding_b=flipped, content_hash=hashlib.sha256(output.content_hash).digest()
+            )
         return super()._announce(sm, output)
 
     # -- extra traffic ----------------------------------------------------------------------------------
@@ -88,6 +127,22 @@ class ByzantineNode(Node):
             await self.net.pubsub.publish(name, b"\xff invalid %d" % n)
             await trio.sleep(1 / FLOOD_PER_SEC)
 
+    async def _hostile(self) -> None:
+        """Every topic, round after round: the payloads of `hostile_payloads`, bypassing its own checks."""
+        payloads = hostile_payloads(self._sent)
+        n = 0
+        while True:
+            for topic in Topic:
+                data = payloads[n % len(payloads)]
+                n += 1
+                try:
+                    await self.net.pubsub.publish(topic.name_for(self.chain_id), data)
+                except Exception as exc:  # e.g. larger than the library's limit: also a rejection
+                    log.debug("hostile message refused locally: %s", exc)
+                await trio.sleep(1 / HOSTILE_PER_SEC)
+            if n > 10 * len(payloads):
+                payloads = hostile_payloads(self._sent)
+
     async def _replay(self) -> None:
         while True:
             await trio.sleep(self.genesis.slot_sec / 4)
@@ -101,3 +156,23 @@ class ByzantineNode(Node):
 
 def _made_up(msg: Signed) -> bytes:
     return hashlib.sha256(b"byzantine" + msg.encode()).digest()
+
+
+def hostile_payloads(sent: list[bytes]) -> list[bytes]:
+    """Malformed, deeply nested, over-long and engine-invalid messages, and mangled copies of valid ones."""
+    out = [
+        b"\x81" * 5000 + b"\x00",
+        b"\xa1\x00" * 3000 + b"\x00",
+        b"\xff" * 64,
+        canonical(2**200),
+        canonical([1, "prevote", [10, 0, None, 2**70], b"", b""]),
+        b"\x9f" * 100_000,
+        *(canonical([1, "recipe", r]) for r in HOSTILE_RECIPES),
+        canonical([1, "have", b"\x00" * 32, ["/ip4/" + "9" * 500]]),
+        canonical(
+            [1, "evidence", "prevote", b"\x00" * 32, [[0, 0, None], b"\x00" * 64], [[0, 0, b"\x00"], b""]]
+        ),
+    ]
+    for data in sent[-4:]:
+        out += [data[: len(data) // 2], data[:-1] + bytes([data[-1] ^ 1])]
+    return out

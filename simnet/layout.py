@@ -158,9 +158,7 @@ def _toml(data: dict, prefix: str = "") -> str:
     """A small TOML writer for the configs above (tables, arrays of tables, scalars, lists)."""
     lines, tables = [], []
     for key, value in data.items():
-        if isinstance(value, dict):
-            tables.append((key, value))
-        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        if isinstance(value, dict) or isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             tables.append((key, value))
         else:
             lines.append(f"{key} = {_scalar(value)}")

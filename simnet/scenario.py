@@ -36,8 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from generation.validation import describe_validation_error
 
-BEHAVIOURS = ("equivocate", "different-output", "missing-candidate", "silent", "replay", "flood")
-Behaviour = Literal["equivocate", "different-output", "missing-candidate", "silent", "replay", "flood"]
+BEHAVIOURS = ("equivocate", "different-output", "missing-candidate", "silent", "replay", "flood", "hostile")
+Behaviour = Literal["equivocate", "different-output", "missing-candidate", "silent", "replay", "flood", "hostile"]
 Action = Literal["crash", "restart", "pause", "resume", "delay", "loss", "partition", "heal"]
 
 
@@ -132,12 +132,19 @@ class Scenario(_Strict):
             text, origin = ref.read_text(), f"scenario {name_or_path}"
         try:
             data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ScenarioError(f"{origin}: not valid TOML: {exc}") from None
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            raise ScenarioError(f"{origin}: not valid TOML: {str(exc)[:200]}") from None
+        return cls.from_mapping(data, origin=origin)
+
+    @classmethod
+    def from_mapping(cls, data: object, *, origin: str) -> Scenario:
+        """A scenario from parsed TOML; ScenarioError (naming the key) for anything else."""
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             raise ScenarioError("\n".join(describe_validation_error(exc, origin))) from None
+        except (ValueError, TypeError, RecursionError) as exc:  # a validator's own failure on odd data
+            raise ScenarioError(f"{origin}: {str(exc)[:200]}") from None
 
 
 def bundled() -> list[str]:

@@ -69,12 +69,36 @@ async def test_bootstrap_peers_are_dialled_at_start_and_dead_ones_retried_with_b
         )
         async with open_host(identity(5), cfg) as joiner:
             await wait_for(lambda: joiner.is_connected(seed.peer_id))
-            await trio.sleep(2.0)
-            # back-off 0.1, 0.2, 0.4, 0.4 ... (times 0.5-1 jitter): a handful of tries, not a busy loop
-            assert 3 <= joiner.stats.dial_failures <= 25
+            # Each dial to the dead address fails within dial_timeout_sec (the library retries inside it),
+            # then waits its back-off (0.1, 0.2, 0.4, 0.4 ... times 0.5-1 jitter): retried, not a busy loop.
+            # (Until open_host stopped swallowing errors from its block, this assertion never ran: the
+            # old `3 failures within 2 s` was wrong, as dials to the dead port take about a second each.)
+            started = trio.current_time()
+            await wait_for(lambda: joiner.stats.dial_failures >= 3, timeout=10)
+            elapsed = trio.current_time() - started
+            assert joiner.stats.dial_failures <= 3 + elapsed / 0.05, "redialling in a busy loop"
             assert joiner.is_connected(seed.peer_id)
 
 
 async def test_the_host_id_is_the_validator_key() -> None:
     async with swarm(1) as sw:
         assert sw.hosts[0].peer_id == identity(0).peer_id
+
+
+@pytest.mark.trio
+async def test_an_error_in_the_hosts_block_is_raised_not_swallowed() -> None:
+    """The clean-up's cancellation used to replace the block's error, so a crashed node lived on silently."""
+    from tests.network.conftest import settings
+
+    raised: BaseException | None = None
+    try:
+        async with open_host(identity(7), settings()):
+            await trio.sleep(0.1)
+            raise RuntimeError("a task of the node crashed")
+    except BaseException as exc:  # noqa: BLE001 - the test inspects whatever arrives
+        raised = exc
+    assert raised is not None, "the error vanished"
+    leaf = raised
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, RuntimeError) and "crashed" in str(leaf)

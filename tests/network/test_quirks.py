@@ -79,7 +79,9 @@ async def test_6_the_largest_message_we_allow_is_one_the_library_still_delivers(
             quirks.check_gossip_size(data + b"\x01")
 
 
-async def test_7_and_10_a_burst_of_300_crosses_the_outbound_queue_and_waits_in_the_inbox_for_the_reader() -> None:
+async def test_7_and_10_a_burst_of_300_crosses_the_outbound_queue_and_waits_in_the_inbox_for_the_reader() -> (
+    None
+):
     async with swarm(2) as sw:
         await meshes_formed(sw, Topic.MEDIA_HAVE.name_for(CHAIN))
         sent = [encode_have(i.to_bytes(32, "big")) for i in range(300)]
@@ -193,3 +195,35 @@ async def test_14_cancelling_stream_opens_and_writes_midway_leaves_the_connectio
                 assert await read_frame(stream, 1024) == f"trial {trial}".encode()
         # the one connection survived every cancel: no redial was needed
         assert a.is_connected(b.peer_id) and a.stats.dials == dials
+
+
+async def test_15_a_malformed_or_oversize_pubsub_rpc_costs_only_its_stream_and_the_hosts_go_on() -> None:
+    """Raw bytes on the gossipsub protocol that are not a protobuf RPC: before the guard, they ended the
+    receiving host's swarm and the node with it. (A length over the inbound limit the library handles.)"""
+    from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+
+    async with swarm(2) as sw:
+        await meshes_formed(sw, Topic.MEDIA_HAVE.name_for(CHAIN))
+        victim, attacker = sw.hosts
+        for payload in (b"\x05\xff\xff\xff\xff\xff", b"\x03\x0a\x05\x0a", b"\xff\xff\xff\xff\x0f"):
+            stream = await attacker.new_stream(victim.peer_id, str(PROTOCOL_ID_V11))
+            await stream.write(payload)
+            await trio.sleep(0.3)
+        await wait_for(lambda: victim.stats.bad_rpcs >= 2, timeout=5)
+        assert victim.reputation.reasons["bad_rpc"] >= 2
+        # the victim is up, and gossip still flows to it once the attacker's pubsub reconnects
+        got = []
+
+        async def read() -> None:
+            async for msg in sw.gossips[0].inbox(Topic.MEDIA_HAVE):
+                got.append(msg)
+                return
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            with trio.fail_after(20):
+                n = 0
+                while not got:
+                    n += 1  # a new message each time: the same bytes would be deduplicated
+                    await sw.gossips[1].publish(Topic.MEDIA_HAVE, encode_have(n.to_bytes(32, "big")))
+                    await trio.sleep(0.5)

@@ -89,7 +89,7 @@ def test_the_report_passes_a_clean_run_and_fails_each_broken_invariant(tmp_path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scenario", ["smoke", "byzantine-equivocation"])
+@pytest.mark.parametrize("scenario", ["smoke", "byzantine-equivocation", "hostile"])
 def test_bundled_scenario_runs_with_every_invariant_kept(tmp_path: Path, scenario: str, tiny_cache: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "simnet", scenario, "--out", str(tmp_path), "--cache-dir", str(tiny_cache)],
