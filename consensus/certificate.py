@@ -19,13 +19,11 @@ from consensus.messages import (
     DecodeError,
     Precommit,
     Value,
-    _bytes,
-    _int,
-    _list,
     canonical,
     decode_cbor,
     sha256,
 )
+from consensus.wire import check_bytes, check_int, check_list
 
 MAX_CERTIFICATE_BYTES = 4 * MAX_MESSAGE_BYTES
 
@@ -47,20 +45,23 @@ class Certificate:
 
     @classmethod
     def decode(cls, data: bytes) -> Certificate:
-        items = _list(decode_cbor(data, MAX_CERTIFICATE_BYTES), "certificate", length=6)
+        items = check_list(decode_cbor(data, MAX_CERTIFICATE_BYTES), "certificate", length=6)
         if items[0] != VERSION or type(items[0]) is not int:
             raise DecodeError("bad_version", f"version {items[0]!r}")
         if items[1] != "certificate":
             raise DecodeError("unknown_kind", repr(items[1])[:40])
         sigs = []
-        for pair in _list(items[5], "signatures", max_length=1000):
-            signer, sig = _list(pair, "signature", length=2)
+        for pair in check_list(items[5], "signatures", max_length=1000):
+            signer, sig = check_list(pair, "signature", length=2)
             sigs.append(
-                (_bytes(signer, "signer", PUBLIC_KEY_BYTES), _bytes(sig, "signature", SIGNATURE_BYTES))
+                (
+                    check_bytes(signer, "signer", PUBLIC_KEY_BYTES),
+                    check_bytes(sig, "signature", SIGNATURE_BYTES),
+                )
             )
         cert = cls(
-            _int(items[2], "slot", 0, 2**62),
-            _int(items[3], "round", 0, MAX_ROUND),
+            check_int(items[2], "slot", 0, 2**62),
+            check_int(items[3], "round", 0, MAX_ROUND),
             Value.from_cbor(items[4]),
             tuple(sorted(sigs)),
         )

@@ -27,13 +27,12 @@ from consensus.messages import (
     VERSION,
     DecodeError,
     Signed,
-    _bytes,
-    _list,
     canonical,
     decode_cbor,
     header_signing_bytes,
     sha256,
 )
+from consensus.wire import check_bytes, check_list
 
 MAX_EVIDENCE_AGE = 16  # slots: how long after an equivocation its evidence can still be committed
 
@@ -85,19 +84,19 @@ class Evidence:
 
     @classmethod
     def decode(cls, data: bytes) -> Evidence:
-        items = _list(decode_cbor(data, MAX_EVIDENCE_BYTES), "evidence", length=6)
+        items = check_list(decode_cbor(data, MAX_EVIDENCE_BYTES), "evidence", length=6)
         if items[0] != VERSION or type(items[0]) is not int or items[1] != "evidence":
             raise DecodeError("bad_field", "not version-1 evidence")
         kind = items[2]
         if type(kind) is not str or kind not in KINDS:
             raise DecodeError("unknown_kind", repr(kind)[:40])
-        signer = _bytes(items[3], "signer", PUBLIC_KEY_BYTES)
+        signer = check_bytes(items[3], "signer", PUBLIC_KEY_BYTES)
         halves = []
         for item, name in ((items[4], "first"), (items[5], "second")):
-            header, signature = _list(item, name, length=2)
+            header, signature = check_list(item, name, length=2)
             halves.append(
                 SignedHeader(
-                    KINDS[kind].check_header(header), _bytes(signature, "signature", SIGNATURE_BYTES)
+                    KINDS[kind].check_header(header), check_bytes(signature, "signature", SIGNATURE_BYTES)
                 )
             )
         first, second = sorted(halves, key=lambda h: canonical(h.to_cbor()))

@@ -18,18 +18,25 @@ Embeddings travel as little-endian float32 bytes; hashes are 32-byte SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-import cbor2
-
 from consensus.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Signer, verify
+from consensus.wire import (  # noqa: F401 - DecodeError, canonical, decode_cbor, sha256: part of this API
+    HASH_BYTES,
+    DecodeError,
+    canonical,
+    check_bytes,
+    check_int,
+    check_list,
+    check_opt_hash,
+    decode_cbor,
+    sha256,
+)
 
 VERSION = 1
 DOMAIN = b"icn-consensus/2"  # /2: signatures cover the header, not the body
-HASH_BYTES = 32
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_EMBEDDING_DIM = 2048
 MAX_RECIPE_BYTES = 16 * 1024
@@ -45,55 +52,8 @@ assert (
 )
 
 
-class DecodeError(ValueError):
-    """Input that is not a valid message; `reason` is a short, countable label."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-def sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
-
-
-def canonical(obj: Any) -> bytes:
-    return cbor2.dumps(obj, canonical=True)
-
-
-# -- field checks ------------------------------------------------------------------------------------
-def _int(v: Any, name: str, lo: int, hi: int) -> int:
-    if type(v) is not int or not lo <= v <= hi:
-        raise DecodeError("bad_field", f"{name} must be an integer in [{lo}, {hi}]")
-    return v
-
-
-def _bytes(v: Any, name: str, size: int | None = None, max_size: int | None = None) -> bytes:
-    if type(v) is not bytes:
-        raise DecodeError("bad_field", f"{name} must be bytes")
-    if size is not None and len(v) != size:
-        raise DecodeError("bad_field", f"{name} must be {size} bytes")
-    if max_size is not None and len(v) > max_size:
-        raise DecodeError("bad_field", f"{name} longer than {max_size} bytes")
-    return v
-
-
-def _opt_hash(v: Any, name: str) -> bytes | None:
-    return None if v is None else _bytes(v, name, HASH_BYTES)
-
-
-def _list(v: Any, name: str, length: int | None = None, max_length: int | None = None) -> list:
-    if type(v) is not list:
-        raise DecodeError("bad_field", f"{name} must be an array")
-    if length is not None and len(v) != length:
-        raise DecodeError("bad_field", f"{name} must have {length} items")
-    if max_length is not None and len(v) > max_length:
-        raise DecodeError("bad_field", f"{name} has more than {max_length} items")
-    return v
-
-
 def _embedding(v: Any, name: str) -> bytes:
-    b = _bytes(v, name, max_size=4 * MAX_EMBEDDING_DIM)
+    b = check_bytes(v, name, max_size=4 * MAX_EMBEDDING_DIM)
     if not b or len(b) % 4:
         raise DecodeError("bad_field", f"{name} must be a non-empty float32 vector")
     values = struct.unpack(f"<{len(b) // 4}f", b)
@@ -144,14 +104,16 @@ class Value:
 
     @classmethod
     def from_cbor(cls, v: Any) -> Value:
-        items = _list(v, "value", length=3)
-        candidate = _bytes(items[0], "value.candidate", HASH_BYTES)
+        items = check_list(v, "value", length=3)
+        candidate = check_bytes(items[0], "value.candidate", HASH_BYTES)
         recipe = (
-            None if items[1] is None else _bytes(items[1], "value.next_recipe", max_size=MAX_RECIPE_BYTES)
+            None
+            if items[1] is None
+            else check_bytes(items[1], "value.next_recipe", max_size=MAX_RECIPE_BYTES)
         )
         evidence = tuple(
-            _bytes(e, "value.evidence[]", max_size=MAX_EVIDENCE_BYTES)
-            for e in _list(items[2], "value.evidence", max_length=MAX_EVIDENCE_PER_VALUE)
+            check_bytes(e, "value.evidence[]", max_size=MAX_EVIDENCE_BYTES)
+            for e in check_list(items[2], "value.evidence", max_length=MAX_EVIDENCE_PER_VALUE)
         )
         return cls(candidate, recipe, evidence)
 
@@ -161,8 +123,8 @@ class Value:
 
 
 def _check_rounds(round_: Any, pol_round: Any) -> tuple[int, int]:
-    r = _int(round_, "round", 0, MAX_ROUND)
-    pol = _int(pol_round, "pol_round", -1, MAX_ROUND)
+    r = check_int(round_, "round", 0, MAX_ROUND)
+    pol = check_int(pol_round, "pol_round", -1, MAX_ROUND)
     if pol >= r:
         raise DecodeError("bad_field", "pol_round must be below round")
     return r, pol
@@ -189,7 +151,7 @@ class Signed:
     @classmethod
     def check_header(cls, header: Any) -> list:
         """A header received inside evidence, type-checked; raises DecodeError."""
-        return _list(cls.from_body(header, b"", b"").header(), cls.KIND)
+        return check_list(cls.from_body(header, b"", b"").header(), cls.KIND)
 
     @classmethod
     def from_body(cls, body: list, signer: bytes, signature: bytes) -> Signed:
@@ -259,31 +221,31 @@ class Announce(Signed):
 
     @classmethod
     def check_header(cls, header: Any) -> list:
-        h = _list(header, "announce header", length=6)
+        h = check_list(header, "announce header", length=6)
         if type(h[4]) is not bool:
             raise DecodeError("bad_field", "self_check must be a boolean")
-        _int(h[0], "slot", 0, 2**62)
+        check_int(h[0], "slot", 0, 2**62)
         for i, name in (
             (1, "recipe_hash"),
             (2, "embedding_b hash"),
             (3, "embedding_l hash"),
             (5, "content_hash"),
         ):
-            _bytes(h[i], name, HASH_BYTES)
+            check_bytes(h[i], name, HASH_BYTES)
         return h
 
     @classmethod
     def from_body(cls, body: list, signer: bytes, signature: bytes) -> Announce:
-        b = _list(body, "announce", length=6)
+        b = check_list(body, "announce", length=6)
         if type(b[4]) is not bool:
             raise DecodeError("bad_field", "self_check must be a boolean")
         return cls(
-            _int(b[0], "slot", 0, 2**62),
-            _bytes(b[1], "recipe_hash", HASH_BYTES),
+            check_int(b[0], "slot", 0, 2**62),
+            check_bytes(b[1], "recipe_hash", HASH_BYTES),
             _embedding(b[2], "embedding_b"),
             _embedding(b[3], "embedding_l"),
             b[4],
-            _bytes(b[5], "content_hash", HASH_BYTES),
+            check_bytes(b[5], "content_hash", HASH_BYTES),
             signer=signer,
             signature=signature,
         )
@@ -308,18 +270,18 @@ class Proposal(Signed):
 
     @classmethod
     def check_header(cls, header: Any) -> list:
-        h = _list(header, "proposal header", length=4)
-        _int(h[0], "slot", 0, 2**62)
+        h = check_list(header, "proposal header", length=4)
+        check_int(h[0], "slot", 0, 2**62)
         _check_rounds(h[1], h[3])
-        _bytes(h[2], "value_hash", HASH_BYTES)
+        check_bytes(h[2], "value_hash", HASH_BYTES)
         return h
 
     @classmethod
     def from_body(cls, body: list, signer: bytes, signature: bytes) -> Proposal:
-        b = _list(body, "proposal", length=4)
+        b = check_list(body, "proposal", length=4)
         round_, pol = _check_rounds(b[1], b[3])
         return cls(
-            _int(b[0], "slot", 0, 2**62),
+            check_int(b[0], "slot", 0, 2**62),
             round_,
             Value.from_cbor(b[2]),
             pol,
@@ -342,11 +304,11 @@ class _Vote(Signed):
 
     @classmethod
     def from_body(cls, body: list, signer: bytes, signature: bytes) -> _Vote:
-        b = _list(body, cls.KIND, length=3)
+        b = check_list(body, cls.KIND, length=3)
         return cls(
-            _int(b[0], "slot", 0, 2**62),
-            _int(b[1], "round", 0, MAX_ROUND),
-            _opt_hash(b[2], "value_hash"),
+            check_int(b[0], "slot", 0, 2**62),
+            check_int(b[1], "round", 0, MAX_ROUND),
+            check_opt_hash(b[2], "value_hash"),
             signer=signer,
             signature=signature,
         )
@@ -368,26 +330,17 @@ KINDS: dict[str, type[Signed]] = {cls.KIND: cls for cls in (Announce, Proposal, 
 def decode_signed(data: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> Signed:
     """Decode one signed message, structure only (the signature is checked by `MessageChecker`)."""
     obj = decode_cbor(data, max_bytes)
-    items = _list(obj, "message", length=5)
+    items = check_list(obj, "message", length=5)
     version, kind, body, signer, signature = items
     if version != VERSION or type(version) is not int:
         raise DecodeError("bad_version", f"version {version!r}, expected {VERSION}")
     if type(kind) is not str or kind not in KINDS:
         raise DecodeError("unknown_kind", repr(kind)[:40])
     msg = KINDS[kind].from_body(
-        body, _bytes(signer, "signer", PUBLIC_KEY_BYTES), _bytes(signature, "signature", SIGNATURE_BYTES)
+        body,
+        check_bytes(signer, "signer", PUBLIC_KEY_BYTES),
+        check_bytes(signature, "signature", SIGNATURE_BYTES),
     )
     if msg.encode() != data:
         raise DecodeError("non_canonical", "not the canonical encoding of the message")
     return msg
-
-
-def decode_cbor(data: bytes, max_bytes: int) -> Any:
-    if not isinstance(data, bytes | bytearray):
-        raise DecodeError("not_bytes", type(data).__name__)
-    if len(data) > max_bytes:
-        raise DecodeError("too_large", f"{len(data)} bytes > {max_bytes}")
-    try:
-        return cbor2.loads(bytes(data))
-    except Exception as exc:  # cbor2 raises several types on garbage; all mean the same here
-        raise DecodeError("malformed_cbor", str(exc)[:80]) from None

@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from generation.errors import ConfigError
 from generation.recipe import SLOT_AUDIO_SEC
-from generation.validation import describe_validation_error
+from generation.validation import StrictModel, describe_validation_error
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's models: the shared strict base (generation.validation)."""
 
 
 class DeviceSettings(_Strict):

@@ -20,11 +20,11 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from consensus.messages import MAX_RECIPE_BYTES
 from generation.errors import RecipeError
-from generation.validation import describe_validation_error
+from generation.validation import StrictModel, describe_validation_error
 
 VOICES: tuple[str, ...] = ("rick_c137", "morty", "summer", "jerry", "beth")
 Emotion = Literal["neutral", "excited", "sad", "angry", "manic"]
@@ -38,8 +38,10 @@ SLOT_AUDIO_SEC = (
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+class _Strict(StrictModel):
+    """Recipes come from strangers: no type coercion, no NaN or infinities, on top of the strict base."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False)
 
 
 def _reject_constant(name: str) -> Any:

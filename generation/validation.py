@@ -1,8 +1,14 @@
-"""Turning pydantic's validation errors into one readable message per problem."""
+"""The one strict base of every settings and data model, and pydantic's errors as one line per problem."""
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors (a typo in a config must not be ignored), and values never change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def describe_validation_error(exc: ValidationError, origin: str | None = None) -> list[str]:

@@ -10,17 +10,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import multiaddr
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from generation.validation import describe_validation_error
+from generation.validation import StrictModel, describe_validation_error
 
 
 class NetworkConfigError(ValueError):
     """The `[network]` settings are malformed; the message names the key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's models: the shared strict base (generation.validation)."""
 
 
 def _parse_multiaddr(value: str) -> multiaddr.Multiaddr:

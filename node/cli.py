@@ -14,9 +14,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+COMMANDS_GROUP = "icn_node.commands"  # entry points: a function taking the subparsers to add to
 
 
 def _read_recipe(path: str) -> bytes | None:
@@ -90,12 +92,6 @@ def _cmd_weights_check(args: argparse.Namespace) -> int:
         check_weights_dir(LAYOUTS[name], root / name)
         print(f"{name}: ok ({root / name})")
     return EXIT_OK
-
-
-def _cmd_simnet(args: argparse.Namespace) -> int:
-    from simnet.cli import run
-
-    return run(args)
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -352,11 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_cmd_status)
 
-    simnet = sub.add_parser("simnet", help="run many real nodes on this machine through a scenario, and report")
-    from simnet.cli import add_arguments as simnet_arguments
-
-    simnet_arguments(simnet)
-    simnet.set_defaults(func=_cmd_simnet)
+    # Subcommands of other installed packages (the simnet's `icn-node simnet`) register themselves
+    # through this entry point group, so this package imports none of them.
+    for entry in entry_points(group=COMMANDS_GROUP):
+        entry.load()(sub)
 
     keygen = sub.add_parser("keygen", help="create the node's Ed25519 key (peer identity and validator key)")
     keygen.add_argument("--out", default="node.key", help="key file to write (default: node.key), mode 0600")

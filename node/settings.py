@@ -15,13 +15,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from consensus.agreement import AgreementConfig
 from consensus.membership import Genesis, Validator
 from generation.config import GenerationSettings
 from generation.errors import ConfigError
-from generation.validation import describe_validation_error
+from generation.validation import StrictModel, describe_validation_error
 from network.settings import NetworkConfigError, NetworkSettings
 
 
@@ -29,8 +29,8 @@ class NodeConfigError(ValueError):
     """The operator's config is malformed; the message names the file and the key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's models: the shared strict base (generation.validation)."""
 
 
 def _host_port(value: str) -> str:

@@ -42,6 +42,14 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """The `icn-node simnet` subcommand, found through the `icn_node.commands` entry point: the node
+    package never imports the simnet (pyproject.toml names this function)."""
+    parser = subparsers.add_parser("simnet", help="run many real nodes on this machine through a scenario, and report")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simnet", description=__doc__)
     add_arguments(parser)

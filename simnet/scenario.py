@@ -32,9 +32,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from generation.validation import describe_validation_error
+from generation.validation import StrictModel, describe_validation_error
 
 BEHAVIOURS = ("equivocate", "different-output", "missing-candidate", "silent", "replay", "flood", "hostile")
 Behaviour = Literal["equivocate", "different-output", "missing-candidate", "silent", "replay", "flood", "hostile"]
@@ -45,8 +45,8 @@ class ScenarioError(ValueError):
     """A scenario file is malformed; the message names the key."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """This module's models: the shared strict base (generation.validation)."""
 
 
 class RecipeSubmission(_Strict):

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from consensus.messages import DecodeError, _bytes, _int, _list, canonical, decode_cbor, sha256
+from consensus.wire import DecodeError, canonical, check_bytes, check_int, check_list, decode_cbor, sha256
 
 CHUNK_BYTES = 256 * 1024
 MAX_CHUNKS = 1 << 16
@@ -57,12 +57,12 @@ class ChunkList:
     @classmethod
     def decode(cls, data: bytes) -> ChunkList:
         """Parse a chunk list received from a peer; `DecodeError` names what is wrong."""
-        items = _list(decode_cbor(data, MAX_CHUNKS * 34 + _LIST_OVERHEAD), "chunk_list", length=4)
+        items = check_list(decode_cbor(data, MAX_CHUNKS * 34 + _LIST_OVERHEAD), "chunk_list", length=4)
         if items[0] != DOMAIN:
             raise DecodeError("bad_field", "chunk list of another format")
-        size = _int(items[1], "size", 0, MAX_CHUNKS * CHUNK_BYTES * 16)
-        chunk_size = _int(items[2], "chunk_size", 1024, 16 * 1024 * 1024)
-        leaves = tuple(_bytes(h, "leaf", 32) for h in _list(items[3], "leaves", max_length=MAX_CHUNKS))
+        size = check_int(items[1], "size", 0, MAX_CHUNKS * CHUNK_BYTES * 16)
+        chunk_size = check_int(items[2], "chunk_size", 1024, 16 * 1024 * 1024)
+        leaves = tuple(check_bytes(h, "leaf", 32) for h in check_list(items[3], "leaves", max_length=MAX_CHUNKS))
         try:
             chunk_list = cls(size, chunk_size, leaves)
         except ValueError as exc:
