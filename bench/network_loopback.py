@@ -159,7 +159,7 @@ async def _follow_media(gossip: Gossip, media: MediaService, host, out: dict) ->
 
 async def _fetch(gossip: Gossip, media: MediaService, cid: bytes, out: dict) -> None:
     await trio.sleep(0.05)  # let a few more announcements arrive, so fetchers spread out
-    for attempt in range(5):
+    for _attempt in range(5):
         try:
             report = await media.fetch(cid)
             break
@@ -203,9 +203,7 @@ def run_as_processes(n: int, args: argparse.Namespace, holder: dict) -> list[dic
         plan, ports = make_plan(n, args, workdir, startup=8.0 + 1.2 * n), free_ports(n)
         holder["plan"] = plan
         (Path(workdir) / "plan.json").write_text(json.dumps({"plan": plan, "ports": ports}))
-        procs = [
-            subprocess.Popen([sys.executable, __file__, "--worker", workdir, str(i)]) for i in range(n)
-        ]
+        procs = [subprocess.Popen([sys.executable, __file__, "--worker", workdir, str(i)]) for i in range(n)]
         try:
             for p in procs:
                 p.wait(timeout=plan["t_end"] - time.time() + 60)
@@ -274,7 +272,9 @@ def summarise(n: int, mode: str, outs: list[dict], plan: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20])
     parser.add_argument("--inprocess-max", type=int, default=10)
     parser.add_argument("--messages", type=int, default=60)
@@ -310,7 +310,11 @@ def main() -> None:
         )
     write_json(
         {
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+            },
             "config": {k: v for k, v in vars(args).items() if k != "worker"},
             "results": rows,
         },

@@ -47,7 +47,9 @@ def mem_available_mb() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 15, 20, 25])
     parser.add_argument("--slots", type=int, default=3)
     parser.add_argument("--slot-sec", type=float, default=Scenario.model_fields["slot_sec"].default)
@@ -57,9 +59,13 @@ def main() -> None:
     rows, pss_per_node = [], 0.0
     for n in args.sizes:
         if pss_per_node and n * pss_per_node > 0.9 * mem_available_mb():
-            print(f"{n} nodes: skipped, about {n * pss_per_node:.0f} MB needed, {mem_available_mb():.0f} MB available")
+            print(
+                f"{n} nodes: skipped, about {n * pss_per_node:.0f} MB needed, {mem_available_mb():.0f} MB available"
+            )
             break
-        sc = Scenario.model_validate({"name": f"scale-{n}", "nodes": n, "slots": args.slots, "slot_sec": args.slot_sec})
+        sc = Scenario.model_validate(
+            {"name": f"scale-{n}", "nodes": n, "slots": args.slots, "slot_sec": args.slot_sec}
+        )
         with tempfile.TemporaryDirectory(prefix=f"simnet-scale-{n}-") as out:
             result = Harness(sc, Path(out), cache_dir=Path(args.cache_dir)).run()
             report = build_report(result)
@@ -88,10 +94,16 @@ def main() -> None:
             break
     passing = [r["nodes"] for r in rows if r["consecutive_committed"] >= args.slots and r["invariants_ok"]]
     largest = max(passing, default=None)
-    print(f"\nlargest node count committing {args.slots} consecutive slots at {args.slot_sec:g} s slots: {largest}")
+    print(
+        f"\nlargest node count committing {args.slots} consecutive slots at {args.slot_sec:g} s slots: {largest}"
+    )
     write_json(
         {
-            "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(), "memory_available_mb": round(mem_available_mb())},
+            "machine": {
+                "cpu_count": os.cpu_count(),
+                "platform": platform.platform(),
+                "memory_available_mb": round(mem_available_mb()),
+            },
             "config": vars(args),
             "largest_passing": largest,
             "results": rows,

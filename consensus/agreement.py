@@ -544,13 +544,17 @@ class SlotAgreement:
         actions: list[Action] = []
         # journaled before it can show in a vote: a restart restores the valid value, and the lock with it
         self._journal.record(self.slot, self.round, "polka", p.value.hash, canonical(p.value.to_cbor()))
-        if self.step == Step.PREVOTE and self.round >= self.locked_round:  # a lock never goes back
+        if self.step == Step.PREVOTE and self._may_lock():
             self.locked_hash, self.locked_round = p.value.hash, self.round
             self.step = Step.PRECOMMIT
             actions = self._vote(Precommit, self.round, p.value.hash)
         if self.round > self.valid_round:
             self.valid_value, self.valid_round = p.value, self.round
         return actions
+
+    def _may_lock(self) -> bool:
+        """A lock never goes back: only a polka of our lock's round or a later one may replace it."""
+        return self.round >= self.locked_round
 
     def _rule_nil_polka(self) -> list[Action] | None:
         if self.me is None or self.step != Step.PREVOTE:

@@ -193,7 +193,9 @@ class WarpSettings(_Strict):
     """
 
     model: Literal["liveportrait", "still"] = "liveportrait"
-    batch_size: int = Field(0, ge=0, le=512, description="frames per LivePortrait batch; 0: the most the budget fits")
+    batch_size: int = Field(
+        0, ge=0, le=512, description="frames per LivePortrait batch; 0: the most the budget fits"
+    )
     max_batch_size: int = Field(32, ge=1, le=512)
     face_threshold: float = Field(
         0.5, ge=0, le=1, description="CLIP's face probability below which the actor is not animated as a face"

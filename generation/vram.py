@@ -58,7 +58,9 @@ class VRAMMonitor:
         stats = self._stats_fn()
         used = float(stats["reserved_gb"])
         if used >= self.soft_limit_gb and self._release_cache():
-            stats = self._stats_fn()  # cached blocks are free memory the allocator had kept: hand them back first
+            stats = (
+                self._stats_fn()
+            )  # cached blocks are free memory the allocator had kept: hand them back first
             used = float(stats["reserved_gb"])
         if used >= self.hard_limit_gb:
             self.hard_violations += 1

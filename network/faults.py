@@ -54,7 +54,9 @@ NO_FAULT = LinkFault()
 
 
 def _link_key(a: ID | bytes, b: ID | bytes) -> frozenset[bytes]:
-    return frozenset((bytes(a.to_bytes() if isinstance(a, ID) else a), bytes(b.to_bytes() if isinstance(b, ID) else b)))
+    return frozenset(
+        (bytes(a.to_bytes() if isinstance(a, ID) else a), bytes(b.to_bytes() if isinstance(b, ID) else b))
+    )
 
 
 class FaultPlan:

@@ -31,12 +31,16 @@ _DECODED_CACHE = 4096
 class GossipMessage:
     topic: Topic
     data: bytes
-    message: Any  # what the topic's validator decoded: a Signed vote, Certificate, Evidence, Recipe, content id
+    message: (
+        Any  # what the topic's validator decoded: a Signed vote, Certificate, Evidence, Recipe, content id
+    )
     origin: ID  # the publishing peer (libp2p-signed)
 
 
 class Gossip:
-    def __init__(self, net: NetworkHost, context: ValidationContext, topics: tuple[Topic, ...] = tuple(Topic)):
+    def __init__(
+        self, net: NetworkHost, context: ValidationContext, topics: tuple[Topic, ...] = tuple(Topic)
+    ):
         self.net = net
         self.context = context
         self.validators = TopicValidators(context)

@@ -58,7 +58,9 @@ def peer_id_of(public_key: bytes) -> ID:
     return ID.from_pubkey(Ed25519PublicKey.from_bytes(public_key))
 
 
-def write_key_file(path: str | Path, identity: Identity | None = None, *, overwrite: bool = False) -> Identity:
+def write_key_file(
+    path: str | Path, identity: Identity | None = None, *, overwrite: bool = False
+) -> Identity:
     """Create a key file with mode 0600; never replaces an existing key unless asked."""
     identity = identity or Identity.generate()
     path = Path(path)

@@ -143,13 +143,17 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     role = "a validator" if genesis.validator(me) else "an observer (its key is not in [chain].validators)"
     s = settings.slot
     print(f"{args.file}: ok")
-    print(f"  chain id {genesis.chain_id.hex()} ({len(genesis.validators)} validators, {genesis.directors_per_slot} directors a slot)")
+    print(
+        f"  chain id {genesis.chain_id.hex()} ({len(genesis.validators)} validators, {genesis.directors_per_slot} directors a slot)"
+    )
     print(f"  this node: {identity.peer_id}, {role}")
     print(
         f"  slot {genesis.slot_sec:g} s: generation until {s.generation_end:g} s, verification {s.verification_end:g} s, "
         f"agreement {s.agreement_end:g} s, then propagation"
     )
-    print(f"  engine: device {settings.generation.resolved_device()}, models {settings.generation.resolved_source()}")
+    print(
+        f"  engine: device {settings.generation.resolved_device()}, models {settings.generation.resolved_source()}"
+    )
     print(f"  listen {', '.join(settings.network.listen)}; http {settings.node.http_addr}")
     return EXIT_OK
 
@@ -172,7 +176,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted while loading models", file=sys.stderr)
         return 130
-    print(f"models resident in {engine.cold_start_sec:.1f} s; starting the node (Ctrl-C stops it)", file=sys.stderr)
+    print(
+        f"models resident in {engine.cold_start_sec:.1f} s; starting the node (Ctrl-C stops it)",
+        file=sys.stderr,
+    )
     try:
         trio.run(functools.partial(run_until_signal, settings, engine=engine, identity=identity))
     except Exception as exc:  # a task crashed, or e.g. a listen or HTTP address already in use: fail loudly
@@ -197,7 +204,9 @@ def _http_call(url: str, method: str = "GET", body: bytes | None = None) -> tupl
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=body, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -233,14 +242,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=1))
         return EXIT_OK
     last = info.get("last_certificate")
-    print(f"slot {info['slot']}  role {info['role']}  peers {info['peers']}  pending recipes {info['pending_recipes']}")
+    print(
+        f"slot {info['slot']}  role {info['role']}  peers {info['peers']}  pending recipes {info['pending_recipes']}"
+    )
     print(f"peer id {info['peer_id']}  chain {info['chain_id'][:16]}...")
     if last:
         print(f"last certificate: slot {last['slot']} round {last['round']} media {last['media'][:16]}...")
     else:
         print("last certificate: none yet")
     for slot, rec in info.get("recent_slots", {}).items():
-        print(f"  slot {slot}: {rec['role']} {rec['outcome']}" + (f" (missed {', '.join(rec['missed'])})" if rec["missed"] else ""))
+        print(
+            f"  slot {slot}: {rec['role']} {rec['outcome']}"
+            + (f" (missed {', '.join(rec['missed'])})" if rec["missed"] else "")
+        )
     return EXIT_OK
 
 

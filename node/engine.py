@@ -13,8 +13,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 class EngineStartError(RuntimeError):
     """The models cannot be made resident; the message says what would fit."""
+
 
 def check_budget(settings: GenerationSettings) -> None:
     """Refuse before loading anything when the configured budgets exceed the hard limit."""
@@ -27,6 +29,7 @@ def check_budget(settings: GenerationSettings) -> None:
             f"model budgets sum to {total:.2f} GB ({listing}) but vram.hard_limit_gb is {hard:.2f} GB: "
             f"lower the budgets by {total - hard:.2f} GB (e.g. lower precisions) or raise the limit"
         )
+
 
 def build_engine(settings: GenerationSettings) -> VortexPipeline:
     """Load every model once; on a GPU, refuse when what is resident exceeds the hard limit."""

@@ -25,15 +25,21 @@ class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.slots = Counter("icn_slots", "Slots by this node's role and their outcome", ["role", "outcome"], registry=r)
+        self.slots = Counter(
+            "icn_slots", "Slots by this node's role and their outcome", ["role", "outcome"], registry=r
+        )
         self.phase_seconds = Histogram(
             "icn_phase_seconds", "Time each slot phase took", ["phase"], buckets=PHASE_BUCKETS, registry=r
         )
         self.deadline_missed = Counter(
             "icn_phase_deadline_missed", "Phases cut off at their deadline", ["phase"], registry=r
         )
-        self.certificates = Counter("icn_certificates", "Certificates applied to the ledger", ["source"], registry=r)
-        self.last_certified_slot = Gauge("icn_last_certified_slot", "Newest slot with a certificate", registry=r)
+        self.certificates = Counter(
+            "icn_certificates", "Certificates applied to the ledger", ["source"], registry=r
+        )
+        self.last_certified_slot = Gauge(
+            "icn_last_certified_slot", "Newest slot with a certificate", registry=r
+        )
         self.current_slot = Gauge("icn_current_slot", "The slot the clock is in", registry=r)
         self.vram_bytes = Gauge("icn_vram_bytes", "Device memory of the engine", ["kind"], registry=r)
         self.media_fetched_bytes = Counter("icn_media_fetched_bytes", "Media bytes downloaded", registry=r)
@@ -51,7 +57,9 @@ def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, value=value)
 
 
-def counter(name: str, doc: str, labels: list[str], samples: Iterable[tuple[list[str], float]]) -> CounterMetricFamily:
+def counter(
+    name: str, doc: str, labels: list[str], samples: Iterable[tuple[list[str], float]]
+) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=labels)
     for label_values, value in samples:
         family.add_metric(label_values, value)

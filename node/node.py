@@ -56,7 +56,10 @@ log = logging.getLogger(__name__)
 KEEP_SLOTS = 16  # slots of agreement state, records and announcements kept in memory
 
 FALLBACK_RECIPE = {
-    "audio_track": {"script": "You are watching the Interdimensional Cable Network.", "voice_id": "rick_c137"},
+    "audio_track": {
+        "script": "You are watching the Interdimensional Cable Network.",
+        "voice_id": "rick_c137",
+    },
     "visual_track": {"prompt": "a test card with colour bars"},
 }
 
@@ -92,7 +95,9 @@ class Node:
         self.name = name or str(self.identity.peer_id)[-8:]
         storage_dir = Path(settings.node.storage_dir)
         self.storage = Storage(storage_dir / "node.sqlite", self.chain_id)
-        self.media_store = MediaStore(storage_dir / "media", max_file_bytes=settings.network.media.max_file_bytes)
+        self.media_store = MediaStore(
+            storage_dir / "media", max_file_bytes=settings.network.media.max_file_bytes
+        )
         self.workdir = storage_dir / "work"
         self.engine = engine
         self.metrics = NodeMetrics()
@@ -218,7 +223,10 @@ class Node:
             directors_of=self.directors,
         )
         self.agreements[slot] = sm
-        with logs.in_phase(slot, "start"), trio.move_on_at(self._wall_deadline(start + self.genesis.slot_sec)) as whole:
+        with (
+            logs.in_phase(slot, "start"),
+            trio.move_on_at(self._wall_deadline(start + self.genesis.slot_sec)) as whole,
+        ):
             async with trio.open_nursery() as slot_nursery:
                 self._slot_nurseries[slot] = slot_nursery
                 for msg in self._early_votes.pop(slot, []):
@@ -227,7 +235,9 @@ class Node:
                     await self._director_work(slot, recipe, sm, record, slot_nursery)
                 # agreement
                 await self._sleep_until_wall(start + plan.verification_end)
-                await self._phase(record, "agreement", start + plan.agreement_end, self._agree(sm, decided, slot_nursery))
+                await self._phase(
+                    record, "agreement", start + plan.agreement_end, self._agree(sm, decided, slot_nursery)
+                )
                 if not decided.is_set() and not sm.finished:
                     await self._perform(sm.on_deadline(), slot_nursery)
                 # propagation: the committed media must be here before the slot ends; the
@@ -298,7 +308,9 @@ class Node:
         record.detail["stage_ms"] = {k: round(v, 1) for k, v in box["result"].stage_times_ms.items()}
 
         async def encode() -> None:
-            box["production"] = await package(self.engine, box["result"], recipe, self.media_store, self.workdir)
+            box["production"] = await package(
+                self.engine, box["result"], recipe, self.media_store, self.workdir
+            )
 
         await self._phase(record, "verification", start + plan.verification_end, encode())
         production = box.get("production")
@@ -543,7 +555,12 @@ class Node:
             "peers": len(self.net.connected_peers()) if self.net else 0,
             "last_certificate": None
             if cert is None
-            else {"slot": cert.slot, "round": cert.round, "hash": cert.hash.hex(), "media": cert.value.candidate.hex()},
+            else {
+                "slot": cert.slot,
+                "round": cert.round,
+                "hash": cert.hash.hex(),
+                "media": cert.value.candidate.hex(),
+            },
             "pending_recipes": len(self.recipes),
             "recent_slots": {
                 s: {"role": r.role, "outcome": r.outcome, "phases": r.phases, "missed": r.missed}
@@ -565,7 +582,12 @@ class Node:
                 "icn_messages_rejected", "Gossip messages rejected by topic and reason", ["topic", "reason"],
                 [([t, r], n) for (t, r), n in stats.rejected.items()],
             )  # fmt: skip
-            yield counter("icn_media_bytes_served", "Media bytes served to peers", [], [([], media.server.stats.bytes_served)])
+            yield counter(
+                "icn_media_bytes_served",
+                "Media bytes served to peers",
+                [],
+                [([], media.server.stats.bytes_served)],
+            )
             if self.engine is not None:
                 from generation.utils.memory import get_vram_stats
 

@@ -52,7 +52,11 @@ async def package(
 
     def encode_and_store() -> tuple[SlotMedia, bytes]:
         media = write_slot_media(
-            result.video_frames, result.audio_waveform, slot_dir, fps=b.video.fps, sample_rate=b.audio.sample_rate
+            result.video_frames,
+            result.audio_waveform,
+            slot_dir,
+            fps=b.video.fps,
+            sample_rate=b.audio.sample_rate,
         )
         try:
             return media, store.add_file(media.mp4_path)

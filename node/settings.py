@@ -90,9 +90,18 @@ class ChainSection(_Strict):
     def genesis(self) -> Genesis:
         from network.identity import peer_id_of
 
-        t = self.genesis_time.timestamp() if isinstance(self.genesis_time, datetime) else float(self.genesis_time)
+        t = (
+            self.genesis_time.timestamp()
+            if isinstance(self.genesis_time, datetime)
+            else float(self.genesis_time)
+        )
         validators = tuple(
-            Validator(str(peer_id_of(bytes.fromhex(v.public_key))), bytes.fromhex(v.public_key), v.region, v.reputation)
+            Validator(
+                str(peer_id_of(bytes.fromhex(v.public_key))),
+                bytes.fromhex(v.public_key),
+                v.region,
+                v.reputation,
+            )
             for v in self.validators
         )
         return Genesis(
@@ -161,7 +170,9 @@ class NodeSettings(_Strict):
 
     # -- loading ------------------------------------------------------------------------------------
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, origin: str, base_dir: Path | None = None) -> NodeSettings:
+    def from_mapping(
+        cls, data: Mapping[str, Any], *, origin: str, base_dir: Path | None = None
+    ) -> NodeSettings:
         if not isinstance(data, Mapping):
             raise NodeConfigError(f"{origin}: expected a table of settings")
         data = dict(data)
@@ -179,7 +190,9 @@ class NodeSettings(_Strict):
                 except ConfigError as exc:
                     raise ConfigError(f"{origin}: node.generation_config: {exc}") from None
             elif "generation" in data:
-                data["generation"] = GenerationSettings.from_mapping(data["generation"], origin=f"{origin} [generation]")
+                data["generation"] = GenerationSettings.from_mapping(
+                    data["generation"], origin=f"{origin} [generation]"
+                )
             if "network" in data:
                 data["network"] = NetworkSettings.from_mapping(data["network"], origin=f"{origin}: network")
         except (ConfigError, NetworkConfigError) as exc:

@@ -67,7 +67,9 @@ recipe_queue = 64
 """
 
 
-def render(*, key_file: str, public_key: str, genesis_time: float, seed: str, region: str, config_name: str) -> str:
+def render(
+    *, key_file: str, public_key: str, genesis_time: float, seed: str, region: str, config_name: str
+) -> str:
     return TEMPLATE.format(
         key_file=key_file,
         public_key=public_key,

@@ -12,8 +12,15 @@ from simnet.scenario import Scenario, ScenarioError, bundled
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("scenario", nargs="?", default="smoke", help=f"a bundled scenario ({', '.join(bundled())}) or a TOML file")
-    parser.add_argument("--out", help="folder for node files, logs and the report (default: a new temporary folder)")
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        default="smoke",
+        help=f"a bundled scenario ({', '.join(bundled())}) or a TOML file",
+    )
+    parser.add_argument(
+        "--out", help="folder for node files, logs and the report (default: a new temporary folder)"
+    )
     parser.add_argument("--cache-dir", help="where the tiny model weights are built once and shared")
 
 
@@ -28,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix=f"simnet-{scenario.name}-"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    print(f"simnet {scenario.name}: {scenario.nodes} nodes, {scenario.slots} slots of {scenario.slot_sec:g} s; files in {out}")
+    print(
+        f"simnet {scenario.name}: {scenario.nodes} nodes, {scenario.slots} slots of {scenario.slot_sec:g} s; files in {out}"
+    )
     harness = Harness(scenario, out, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
     try:
         result = harness.run()
@@ -45,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """The `icn-node simnet` subcommand, found through the `icn_node.commands` entry point: the node
     package never imports the simnet (pyproject.toml names this function)."""
-    parser = subparsers.add_parser("simnet", help="run many real nodes on this machine through a scenario, and report")
+    parser = subparsers.add_parser(
+        "simnet", help="run many real nodes on this machine through a scenario, and report"
+    )
     add_arguments(parser)
     parser.set_defaults(func=run)
 

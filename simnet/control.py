@@ -56,7 +56,11 @@ async def follow(path: Path, plan: FaultPlan, me: ID, interval: float = 0.1) -> 
                     plan.set_link(me, ID.from_base58(peer), delay_sec=0.0, loss=0.0, partitioned=False)
                 for peer, fault in links.items():
                     plan.set_link(
-                        me, ID.from_base58(peer), delay_sec=fault.delay_sec, loss=fault.loss, partitioned=fault.partitioned
+                        me,
+                        ID.from_base58(peer),
+                        delay_sec=fault.delay_sec,
+                        loss=fault.loss,
+                        partitioned=fault.partitioned,
                     )
                 applied = set(links)
                 log.info("link faults now: %s", {p[-6:]: f for p, f in links.items()})

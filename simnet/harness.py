@@ -101,7 +101,9 @@ class Harness:
         while not all(f.engine_ready.exists() for f in self.layout.nodes):
             dead = [p.index for p in self.procs if p.proc is not None and p.proc.poll() is not None]
             if dead:
-                raise RuntimeError(f"node processes {dead} exited while loading their engines (see their logs)")
+                raise RuntimeError(
+                    f"node processes {dead} exited while loading their engines (see their logs)"
+                )
             if time.time() > deadline:
                 raise RuntimeError(f"node engines not ready after {ENGINE_READY_TIMEOUT_SEC:.0f} s")
             self._sample()
@@ -119,7 +121,11 @@ class Harness:
                 continue
             try:
                 rollup = Path(f"/proc/{p.proc.pid}/smaps_rollup").read_text()
-                fields = {ln.split(":")[0]: int(ln.split()[1]) for ln in rollup.splitlines()[1:] if ln.endswith("kB")}
+                fields = {
+                    ln.split(":")[0]: int(ln.split()[1])
+                    for ln in rollup.splitlines()[1:]
+                    if ln.endswith("kB")
+                }
                 p.peak_rss_mb = max(p.peak_rss_mb, fields.get("Rss", 0) / 1024)
                 p.peak_pss_mb = max(p.peak_pss_mb, fields.get("Pss", 0) / 1024)
                 stat = Path(f"/proc/{p.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -133,9 +139,16 @@ class Harness:
         args = [sys.executable, "-m", "simnet.worker", str(files.config), "--control", str(files.control)]
         if p.behaviour:
             args += ["--behaviour", p.behaviour]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
         log_file = open(files.config.with_name(f"log-{p.starts}.jsonl"), "w")  # noqa: SIM115 - owned by the process
-        p.proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        p.proc = subprocess.Popen(
+            args, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         log_file.close()
         p.starts += 1
         p.killed_by_scenario = False
@@ -189,7 +202,9 @@ class Harness:
         else:  # delay, loss, partition: set on every link between `nodes` and `peers`
             for a in f.nodes:
                 for b in peers:
-                    link = self.links.setdefault((min(a, b), max(a, b)), {"delay_sec": 0.0, "loss": 0.0, "partitioned": False})
+                    link = self.links.setdefault(
+                        (min(a, b), max(a, b)), {"delay_sec": 0.0, "loss": 0.0, "partitioned": False}
+                    )
                     if f.action == "partition":
                         link["partitioned"] = True
                     elif f.action == "delay":
@@ -197,7 +212,9 @@ class Harness:
                     else:
                         link["loss"] = f.loss
             self._write_controls()
-        self._event(f.action, list(f.nodes), peers=list(peers) if f.action in ("delay", "loss", "partition") else None)
+        self._event(
+            f.action, list(f.nodes), peers=list(peers) if f.action in ("delay", "loss", "partition") else None
+        )
 
     def _write_controls(self) -> None:
         nodes = self.layout.nodes
@@ -211,11 +228,16 @@ class Harness:
 
     def _submit(self, r: RecipeSubmission) -> None:
         body = json.dumps(
-            {"audio_track": {"script": r.script, "voice_id": r.voice_id}, "visual_track": {"prompt": r.prompt}}
+            {
+                "audio_track": {"script": r.script, "voice_id": r.voice_id},
+                "visual_track": {"prompt": r.prompt},
+            }
         ).encode()
         url = f"http://127.0.0.1:{self.layout.nodes[r.node].http_port}/recipes"
         try:
-            req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(req, timeout=5) as response:
                 ok = response.status == 202
         except OSError as exc:

@@ -95,7 +95,8 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
     ids = [identity(scenario, i) for i in range(n)]
     regions = max(3, -(-scenario.directors_per_slot // 2))  # enough regions for the 2-per-region cap
     validators = [
-        {"public_key": ids[i].public_key.hex(), "region": f"region-{i % regions}", "reputation": 1.0} for i in range(n)
+        {"public_key": ids[i].public_key.hex(), "region": f"region-{i % regions}", "reputation": 1.0}
+        for i in range(n)
     ]
     s = scenario.slot_sec
     nodes = []
@@ -132,7 +133,9 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
             },
             "network": {
                 "listen": [f"/ip4/127.0.0.1/tcp/{p2p[i]}"],
-                "bootstrap": [f"/ip4/127.0.0.1/tcp/{p2p[j]}/p2p/{ids[j].peer_id}" for j in bootstrap_of(i, n)],
+                "bootstrap": [
+                    f"/ip4/127.0.0.1/tcp/{p2p[j]}/p2p/{ids[j].peer_id}" for j in bootstrap_of(i, n)
+                ],
                 "gossip": {"heartbeat_sec": 0.5},
                 "reconnect": {"initial_backoff_sec": 0.25, "max_backoff_sec": 2.0},
                 "media": {"request_timeout_sec": round(0.15 * s, 3)},
@@ -140,7 +143,9 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
         }
         path = folder / "node.toml"
         path.write_text(_toml(config))
-        nodes.append(NodeFiles(i, ids[i], path, folder / "control.json", folder / "data", p2p[i], http[i], config))
+        nodes.append(
+            NodeFiles(i, ids[i], path, folder / "control.json", folder / "data", p2p[i], http[i], config)
+        )
     return Layout(root, scenario, genesis_time, nodes)
 
 
@@ -158,7 +163,12 @@ def _toml(data: dict, prefix: str = "") -> str:
     """A small TOML writer for the configs above (tables, arrays of tables, scalars, lists)."""
     lines, tables = [], []
     for key, value in data.items():
-        if isinstance(value, dict) or isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        if (
+            isinstance(value, dict)
+            or isinstance(value, list)
+            and value
+            and all(isinstance(v, dict) for v in value)
+        ):
             tables.append((key, value))
         else:
             lines.append(f"{key} = {_scalar(value)}")

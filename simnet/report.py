@@ -123,7 +123,9 @@ def build_report(run: RunResult) -> Report:
     evidence = {}
     for i in honest:
         for ev in data[i]["evidence"]:
-            evidence.setdefault(ev.hash.hex(), {"signer": key_to_index.get(ev.signer, -1), "slot": ev.slot, "held_by": []})
+            evidence.setdefault(
+                ev.hash.hex(), {"signer": key_to_index.get(ev.signer, -1), "slot": ev.slot, "held_by": []}
+            )
             evidence[ev.hash.hex()]["held_by"].append(i)
 
     nodes = []
@@ -145,45 +147,86 @@ def build_report(run: RunResult) -> Report:
 
     inv: dict[str, dict[str, Any]] = {}
     conflicts = [s["slot"] for s in slots if len(set(s["decisions"].values())) > 1]
-    inv["safety"] = {"ok": not conflicts, "detail": f"slots with two decisions: {conflicts}" if conflicts else "one decision per slot"}
+    inv["safety"] = {
+        "ok": not conflicts,
+        "detail": f"slots with two decisions: {conflicts}" if conflicts else "one decision per slot",
+    }
     chains = {i: {s: c.value.hash for s, c in data[i]["certs"].items() if s < sc.slots} for i in live_honest}
     differing = [i for i in live_honest if chains[i] != chains.get(live_honest[0])] if live_honest else []
     inv["one_chain"] = {
         "ok": not differing,
-        "detail": f"nodes whose chain differs from node {live_honest[0]}'s: {differing}" if differing else f"{len(live_honest)} live honest nodes hold the same chain",
+        "detail": f"nodes whose chain differs from node {live_honest[0]}'s: {differing}"
+        if differing
+        else f"{len(live_honest)} live honest nodes hold the same chain",
     }
-    crashed = [p.index for p in run.processes if p.index in honest and any(c not in (0, -9) for c in p.exit_codes)]
-    crashed += [p.index for p in run.processes if p.index in honest and not p.killed_by_scenario and -9 in p.exit_codes[-1:]]
-    inv["no_honest_crash"] = {"ok": not crashed, "detail": f"honest nodes that crashed: {sorted(set(crashed))}" if crashed else "every honest process exited cleanly"}
+    crashed = [
+        p.index for p in run.processes if p.index in honest and any(c not in (0, -9) for c in p.exit_codes)
+    ]
+    crashed += [
+        p.index
+        for p in run.processes
+        if p.index in honest and not p.killed_by_scenario and -9 in p.exit_codes[-1:]
+    ]
+    inv["no_honest_crash"] = {
+        "ok": not crashed,
+        "detail": f"honest nodes that crashed: {sorted(set(crashed))}"
+        if crashed
+        else "every honest process exited cleanly",
+    }
 
     e = sc.expect
     committed = sum(1 for s in slots if s["committed"])
     if e.min_committed_slots:
-        inv["expect_committed"] = {"ok": committed >= e.min_committed_slots, "detail": f"{committed} of {sc.slots} slots committed, at least {e.min_committed_slots} expected"}
+        inv["expect_committed"] = {
+            "ok": committed >= e.min_committed_slots,
+            "detail": f"{committed} of {sc.slots} slots committed, at least {e.min_committed_slots} expected",
+        }
     if e.evidence_against:
         against = {v["signer"] for v in evidence.values()}
         missing = [i for i in e.evidence_against if i not in against]
-        inv["expect_evidence"] = {"ok": not missing, "detail": f"evidence held against {sorted(against)}; missing {missing}" if missing else f"evidence held against {sorted(against)}"}
+        inv["expect_evidence"] = {
+            "ok": not missing,
+            "detail": f"evidence held against {sorted(against)}; missing {missing}"
+            if missing
+            else f"evidence held against {sorted(against)}",
+        }
     if e.media_everywhere:
         holes = [
             (s["slot"], i)
             for s in slots if s["committed"]
             for i in live_honest if bytes.fromhex(s["canonical_output"]) not in data[i]["media"]
         ]  # fmt: skip
-        inv["expect_media_everywhere"] = {"ok": not holes, "detail": f"(slot, node) without the media: {holes}" if holes else "every live honest node holds every committed slot's media"}
+        inv["expect_media_everywhere"] = {
+            "ok": not holes,
+            "detail": f"(slot, node) without the media: {holes}"
+            if holes
+            else "every live honest node holds every committed slot's media",
+        }
     if e.no_commit_during:
         lo, hi = e.no_commit_during
         bad = [s["slot"] for s in slots if s["committed"] and lo <= s["slot"] < hi]
-        inv["expect_no_commit_during"] = {"ok": not bad, "detail": f"slots committed inside [{lo}, {hi}): {bad}" if bad else f"no slot committed in [{lo}, {hi})"}
+        inv["expect_no_commit_during"] = {
+            "ok": not bad,
+            "detail": f"slots committed inside [{lo}, {hi}): {bad}"
+            if bad
+            else f"no slot committed in [{lo}, {hi})",
+        }
     return Report(sc.name, slots, nodes, inv, run.events, round(run.ended_at - run.started_at, 1))
 
 
 def summary(report: Report) -> str:
-    lines = [f"simnet {report.scenario}: {'OK' if report.ok else 'FAILED'} ({report.wall_sec:.0f} s wall)", ""]
-    lines.append(f"{'slot':>4}  {'directors':<16} {'cert at':>8} {'round':>5}  {'output':<12} {'media on':>8}  phases of the directors (gen/ver/agr s)")
+    lines = [
+        f"simnet {report.scenario}: {'OK' if report.ok else 'FAILED'} ({report.wall_sec:.0f} s wall)",
+        "",
+    ]
+    lines.append(
+        f"{'slot':>4}  {'directors':<16} {'cert at':>8} {'round':>5}  {'output':<12} {'media on':>8}  phases of the directors (gen/ver/agr s)"
+    )
     for s in report.slots:
         phases = "; ".join(
-            f"{d}:" + "/".join(f"{t['phases'].get(p, 0):.2f}" for p in PHASES[:3]) + ("!" + ",".join(t["missed"]) if t["missed"] else "")
+            f"{d}:"
+            + "/".join(f"{t['phases'].get(p, 0):.2f}" for p in PHASES[:3])
+            + ("!" + ",".join(t["missed"]) if t["missed"] else "")
             for d, t in s["director_timings"].items()
         )
         lines.append(
@@ -210,7 +253,12 @@ def plot(report: Report, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {"generation": "#4c72b0", "verification": "#55a868", "agreement": "#c44e52", "propagation": "#8172b2"}
+    colours = {
+        "generation": "#4c72b0",
+        "verification": "#55a868",
+        "agreement": "#c44e52",
+        "propagation": "#8172b2",
+    }
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(report.slots)), 4))
     labels, x = [], 0
     for s in report.slots:
@@ -236,7 +284,11 @@ def plot(report: Report, path: Path) -> Path:
 
 def write(report: Report, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out_dir / "report.json", "summary": out_dir / "report.txt", "plot": out_dir / "phases.png"}
+    paths = {
+        "json": out_dir / "report.json",
+        "summary": out_dir / "report.txt",
+        "plot": out_dir / "phases.png",
+    }
     paths["json"].write_text(json.dumps(report.to_json(), indent=1, default=str) + "\n")
     paths["summary"].write_text(summary(report) + "\n")
     plot(report, paths["plot"])

@@ -1,28 +1,28 @@
 """Simnet scenarios: how many nodes, how many slots, and a timeline of faults, as TOML.
 
-    name = "crash-director"
-    nodes = 5
-    slots = 6
-    slot_sec = 8.0
+name = "crash-director"
+nodes = 5
+slots = 6
+slot_sec = 8.0
 
-    [[recipes]]                 # submitted through a node's HTTP endpoint
-    at_slot = 0.5               # when: slot number plus fraction of the slot
-    node = 0
-    script = "Breaking news from dimension C-137."
-    voice_id = "rick_c137"
-    prompt = "a news anchor at a desk"
+[[recipes]]                 # submitted through a node's HTTP endpoint
+at_slot = 0.5               # when: slot number plus fraction of the slot
+node = 0
+script = "Breaking news from dimension C-137."
+voice_id = "rick_c137"
+prompt = "a news anchor at a desk"
 
-    [[faults]]
-    at_slot = 2.3
-    action = "crash"            # crash | restart | pause | resume | delay | loss | partition | heal
-    nodes = [1]
+[[faults]]
+at_slot = 2.3
+action = "crash"            # crash | restart | pause | resume | delay | loss | partition | heal
+nodes = [1]
 
-    [byzantine]                 # node index -> behaviour (simnet only; never in a production config)
-    3 = "equivocate"
+[byzantine]                 # node index -> behaviour (simnet only; never in a production config)
+3 = "equivocate"
 
-    [expect]                    # checked like the invariants; a miss fails the run
-    min_committed_slots = 4
-    evidence_against = [3]
+[expect]                    # checked like the invariants; a miss fails the run
+min_committed_slots = 4
+evidence_against = [3]
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from generation.validation import StrictModel, describe_validation_error
 
 BEHAVIOURS = ("equivocate", "different-output", "missing-candidate", "silent", "replay", "flood", "hostile")
-Behaviour = Literal["equivocate", "different-output", "missing-candidate", "silent", "replay", "flood", "hostile"]
+Behaviour = Literal[
+    "equivocate", "different-output", "missing-candidate", "silent", "replay", "flood", "hostile"
+]
 Action = Literal["crash", "restart", "pause", "resume", "delay", "loss", "partition", "heal"]
 
 

@@ -29,7 +29,9 @@ from simnet import control
 from simnet.scenario import BEHAVIOURS
 
 
-async def _main(settings: NodeSettings, engine, identity, behaviour: str | None, control_file: Path, ready: Path) -> None:
+async def _main(
+    settings: NodeSettings, engine, identity, behaviour: str | None, control_file: Path, ready: Path
+) -> None:
     plan = FaultPlan()
     name = control_file.parent.name
     if behaviour:

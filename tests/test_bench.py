@@ -68,7 +68,9 @@ def test_network_loopback_benchmark_runs_in_process_and_as_processes(tmp_path: P
     rows = json.loads(out.read_text())["results"]
     assert [(r["nodes"], r["mode"]) for r in rows] == [(3, "one process"), (4, "process per node")]
     for r in rows:
-        assert r["gossip_latency_ms"]["missing"] == 0 and r["gossip_latency_ms"]["deliveries"] == 8 * (r["nodes"] - 1)
+        assert r["gossip_latency_ms"]["missing"] == 0 and r["gossip_latency_ms"]["deliveries"] == 8 * (
+            r["nodes"] - 1
+        )
         assert 0 < r["gossip_latency_ms"]["p50"] <= r["gossip_latency_ms"]["p99"]
         assert r["all_to_all_ms"] > 0 and r["media_nodes_done"] == r["nodes"] - 1
         assert sum(r["bytes_served_by_node"]) == (r["nodes"] - 1) * int(0.5 * 1024 * 1024)

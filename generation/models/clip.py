@@ -117,7 +117,9 @@ def load_clip(
     return finish_clip(layout.name, model, tokenizer, device, precision)
 
 
-def finish_clip(name: str, model: nn.Module, tokenizer: Any, device: torch.device, precision: str) -> ClipModel:
+def finish_clip(
+    name: str, model: nn.Module, tokenizer: Any, device: torch.device, precision: str
+) -> ClipModel:
     """Cast (or int8-quantise) a CPU open_clip model and move it to `device`."""
     if precision not in ("int8", *_FLOAT_DTYPES):
         raise ConfigError(f"models.precision: unknown CLIP precision {precision!r}")

@@ -136,7 +136,10 @@ def _load_nf4(pipeline_cls: Any, path: Path) -> Any:
         path, subfolder="transformer", quantization_config=DiffusersBnbConfig(**nf4), dtype=torch.bfloat16
     )
     text_encoder_2 = T5EncoderModel.from_pretrained(
-        path, subfolder="text_encoder_2", quantization_config=TransformersBnbConfig(**nf4), dtype=torch.bfloat16
+        path,
+        subfolder="text_encoder_2",
+        quantization_config=TransformersBnbConfig(**nf4),
+        dtype=torch.bfloat16,
     )
     quantize_remaining_linears(text_encoder_2)  # T5's `wo` layers: 2 GB in bf16 (see generation.models.nf4)
     return pipeline_cls.from_pretrained(

@@ -36,7 +36,9 @@ class ChunkList:
     def __post_init__(self) -> None:
         expected = -(-self.size // self.chunk_size) if self.size else 0
         if len(self.leaves) != expected:
-            raise ValueError(f"{len(self.leaves)} chunk hashes for {self.size} bytes in {self.chunk_size}-byte chunks")
+            raise ValueError(
+                f"{len(self.leaves)} chunk hashes for {self.size} bytes in {self.chunk_size}-byte chunks"
+            )
 
     @property
     def count(self) -> int:
@@ -62,7 +64,9 @@ class ChunkList:
             raise DecodeError("bad_field", "chunk list of another format")
         size = check_int(items[1], "size", 0, MAX_CHUNKS * CHUNK_BYTES * 16)
         chunk_size = check_int(items[2], "chunk_size", 1024, 16 * 1024 * 1024)
-        leaves = tuple(check_bytes(h, "leaf", 32) for h in check_list(items[3], "leaves", max_length=MAX_CHUNKS))
+        leaves = tuple(
+            check_bytes(h, "leaf", 32) for h in check_list(items[3], "leaves", max_length=MAX_CHUNKS)
+        )
         try:
             chunk_list = cls(size, chunk_size, leaves)
         except ValueError as exc:

@@ -60,7 +60,9 @@ class MediaStore:
         return self.path(cid).is_file()
 
     def ids(self) -> list[bytes]:
-        return [bytes.fromhex(p.name) for p in self.root.iterdir() if len(p.name) == _HEX_ID_LEN and p.is_file()]
+        return [
+            bytes.fromhex(p.name) for p in self.root.iterdir() if len(p.name) == _HEX_ID_LEN and p.is_file()
+        ]
 
     def chunk_list(self, cid: bytes) -> ChunkList | None:
         """The chunk list of a stored file, or None; a file whose content is not its id is quarantined."""
@@ -153,7 +155,9 @@ class PartialFile:
         return [i for i, had in enumerate(self.have) if not had]
 
     def check_chunk(self, index: int, data: bytes) -> bool:
-        return len(data) == self.chunk_list.chunk_length(index) and sha256(data) == self.chunk_list.leaves[index]
+        return (
+            len(data) == self.chunk_list.chunk_length(index) and sha256(data) == self.chunk_list.leaves[index]
+        )
 
     def write_chunk(self, index: int, data: bytes) -> None:
         if not self.check_chunk(index, data):

@@ -7,9 +7,8 @@ number of seeds.
 
 from __future__ import annotations
 
-from consensus.actions import Action, Step
+from consensus.actions import Action
 from consensus.agreement import SlotAgreement
-from consensus.messages import Precommit
 
 
 class LockIgnored(SlotAgreement):
@@ -28,20 +27,5 @@ class LockLoweredOnRestart(SlotAgreement):
         self._resume_round = 0
         return super().start()
 
-    def _rule_polka(self) -> list[Action] | None:
-        key = ("polka", self.round)
-        if not self.started or self.me is None or key in self._fired or self.step == Step.PROPOSE:
-            return None
-        votes = self.prevotes.get(self.round, {})
-        ready = [p for p in self.proposals.get(self.round, []) if self._count(votes, p.value.hash) >= self.q]
-        if not ready:
-            return None
-        p = ready[0]
-        self._fired.add(key)
-        actions: list[Action] = []
-        if self.step == Step.PREVOTE:
-            self.locked_hash, self.locked_round = p.value.hash, self.round  # no comparison with the old lock
-            self.step = Step.PRECOMMIT
-            actions = self._vote(Precommit, self.round, p.value.hash)
-        self.valid_value, self.valid_round = p.value, self.round
-        return actions
+    def _may_lock(self) -> bool:
+        return True  # no comparison with the old lock

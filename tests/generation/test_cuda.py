@@ -60,7 +60,11 @@ def test_models_are_quantised_and_resident(cuda_pipeline) -> None:
     flux = cuda_pipeline.registry.get_model("flux")
     linears = [m for m in flux.pipe.transformer.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert linears and all(m.weight.quant_type == "nf4" for m in linears)
-    t5 = {n.rsplit(".", 1)[-1] for n, m in flux.pipe.text_encoder_2.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
+    t5 = {
+        n.rsplit(".", 1)[-1]
+        for n, m in flux.pipe.text_encoder_2.named_modules()
+        if isinstance(m, bnb.nn.Linear4bit)
+    }
     assert {"q", "k", "v", "o", "wi_0", "wi_1", "wo"} <= t5  # wo too: unquantised it is 2 GB of T5-XXL
     liveportrait = cuda_pipeline.registry.get_model("liveportrait")
     assert liveportrait.dtype == torch.float16 and next(liveportrait.generator.parameters()).is_cuda

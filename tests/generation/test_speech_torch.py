@@ -200,7 +200,9 @@ def test_the_engine_speaks_with_the_tiny_torch_source(tiny_cache: Path, recipe: 
     from generation.pipeline import VortexPipeline
     from tests.conftest import tiny_settings
 
-    pipeline = VortexPipeline(settings=tiny_settings(tiny_cache, speech__source="tiny", speech__window_sec=0.5))
+    pipeline = VortexPipeline(
+        settings=tiny_settings(tiny_cache, speech__source="tiny", speech__window_sec=0.5)
+    )
     assert pipeline.sources["speech"] == "tiny kokoro torch (cpu)"
     assert pipeline.registry.get_model("kokoro").window_frames == 20  # speech.window_sec reaches the model
     result = anyio.run(pipeline.generate_slot, recipe, 3)

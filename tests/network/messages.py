@@ -19,7 +19,10 @@ def prevote(i: int, slot: int = 10, round_: int = 0, value: bytes | None = VALUE
 def certificate(signers: range, slot: int = 10) -> bytes:
     sigs = tuple(
         sorted(
-            (identity(i).public_key, Precommit(slot, 0, VALUE.hash).signed_by(identity(i).signer, CHAIN).signature)
+            (
+                identity(i).public_key,
+                Precommit(slot, 0, VALUE.hash).signed_by(identity(i).signer, CHAIN).signature,
+            )
             for i in signers
         )
     )
@@ -34,7 +37,9 @@ def evidence(i: int, slot: int = 10) -> bytes:
 
 def recipe(text: str = "Good evening, viewers.") -> bytes:
     return encode_recipe(
-        Recipe.parse({"audio_track": {"script": text, "voice_id": "morty"}, "visual_track": {"prompt": "a newsreader"}})
+        Recipe.parse(
+            {"audio_track": {"script": text, "voice_id": "morty"}, "visual_track": {"prompt": "a newsreader"}}
+        )
     )
 
 

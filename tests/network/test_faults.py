@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+from libp2p.network.exceptions import SwarmException
 
 from network.faults import RETRANSMIT_TIMEOUT_SEC, FaultPlan, LinkFault
 from network.topics import Topic, encode_have
@@ -53,7 +54,7 @@ async def test_no_new_connection_forms_across_a_partition_until_it_heals() -> No
     async with swarm(2, faults=plan, topology=[]) as sw:
         a, b = sw.hosts
         plan.partition([a.peer_id], [b.peer_id])
-        with pytest.raises(BaseException):
+        with pytest.raises(SwarmException):
             await a.connect(b.addrs()[0], keep=False)
         assert not a.is_connected(b.peer_id)
         plan.heal()

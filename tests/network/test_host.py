@@ -7,6 +7,7 @@ import pytest
 import trio
 from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.network.exceptions import SwarmException
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -26,7 +27,7 @@ async def test_noise_is_the_only_security_transport_and_a_plaintext_peer_cannot_
         kp = create_new_key_pair(b"\x09" * 32)
         plaintext = new_host(key_pair=kp, sec_opt={PLAINTEXT_PROTOCOL_ID: InsecureTransport(kp)})
         async with plaintext.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-            with pytest.raises(Exception):
+            with pytest.raises(SwarmException):
                 with trio.fail_after(10):
                     await plaintext.connect(info_from_p2p_addr(ours.addrs()[0]))
             assert plaintext.get_id() not in ours.connected_peers()

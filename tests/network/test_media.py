@@ -49,7 +49,10 @@ async def test_a_5_mb_file_spreads_to_9_peers_verified_and_served_by_those_that_
                     nursery.start_soon(fetch, i)
         for i in range(1, 10):
             assert media[i].store.has(cid)
-            assert hashlib.sha256(media[i].store.path(cid).read_bytes()).digest() == hashlib.sha256(data).digest()
+            assert (
+                hashlib.sha256(media[i].store.path(cid).read_bytes()).digest()
+                == hashlib.sha256(data).digest()
+            )
         served = [s.server.stats.bytes_served for s in media]
         assert sum(served) == 9 * len(data)
         assert sum(1 for b in served[1:] if b > 0) >= 3  # the load spread beyond the first provider
@@ -163,7 +166,11 @@ async def test_a_provider_heard_of_through_gossip_is_dialled_at_the_address_it_a
     async with swarm(3, topology=[(0, 1), (1, 2)]) as sw:  # host 2 has never met host 0
         media = services(sw, tmp_path)
         cid = media[0].store.add_bytes(data)
-        await wait_for(lambda: all(len(h.router.mesh.get(Topic.MEDIA_HAVE.name_for(sw.context.chain_id), ())) for h in sw.hosts))
+        await wait_for(
+            lambda: all(
+                len(h.router.mesh.get(Topic.MEDIA_HAVE.name_for(sw.context.chain_id), ())) for h in sw.hosts
+            )
+        )
         await sw.gossips[0].publish(Topic.MEDIA_HAVE, media[0].have_message(cid))
         with trio.fail_after(10):
             have = await sw.gossips[2].inbox(Topic.MEDIA_HAVE).receive()

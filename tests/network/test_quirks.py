@@ -7,6 +7,7 @@ import time
 import pytest
 import trio
 from libp2p.network import swarm as libp2p_swarm
+from libp2p.network.exceptions import SwarmException
 from libp2p.pubsub.pb import rpc_pb2
 
 from network import libp2p_quirks as quirks
@@ -120,7 +121,7 @@ async def test_11_a_peer_that_failed_a_dial_can_be_dialled_again_at_once() -> No
     async with swarm(2, faults=plan, topology=[]) as sw:
         a, b = sw.hosts
         plan.partition([a.peer_id], [b.peer_id])
-        with pytest.raises(BaseException):
+        with pytest.raises(SwarmException):
             await a.connect(b.addrs()[0], keep=False)  # fails, and lands in the swarm's negative cache
         plan.heal()
         await a.connect(b.addrs()[0], keep=False)  # the library alone refuses this for 60 s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,7 +13,9 @@ from typing import Any
 
 import pytest
 import trio
+import yaml
 
+from network.identity import Identity, write_key_file
 from node.node import Node
 from node.settings import NodeSettings
 from simnet.layout import free_ports
@@ -33,21 +36,28 @@ def node_config(
 ) -> dict:
     """The TOML-shaped table for node i of n (every node bootstraps to every other)."""
     return {
-        "node": {"key_file": str(root / f"n{i}.key"), "storage_dir": str(root / f"n{i}"), "http_addr": "127.0.0.1:0"},
+        "node": {
+            "key_file": str(root / f"n{i}.key"),
+            "storage_dir": str(root / f"n{i}"),
+            "http_addr": "127.0.0.1:0",
+        },
         "chain": {
             "genesis_time": genesis_time,
             "seed": "node-tests",
             "slot_sec": slot_sec,
             "directors_per_slot": min(5, n),
             "validators": [
-                {"public_key": identity(j).public_key.hex(), "region": f"r{j % 3}", "reputation": 1.0} for j in range(n)
+                {"public_key": identity(j).public_key.hex(), "region": f"r{j % 3}", "reputation": 1.0}
+                for j in range(n)
             ],
         },
         "slot": dict(SHORT_SLOT),
         "agreement": dict(SHORT_TIMEOUTS),
         "network": {
             "listen": [f"/ip4/127.0.0.1/tcp/{ports[i]}"],
-            "bootstrap": [f"/ip4/127.0.0.1/tcp/{ports[j]}/p2p/{identity(j).peer_id}" for j in range(n) if j != i],
+            "bootstrap": [
+                f"/ip4/127.0.0.1/tcp/{ports[j]}/p2p/{identity(j).peer_id}" for j in range(n) if j != i
+            ],
             "gossip": {"heartbeat_sec": 0.25},
             "reconnect": {"initial_backoff_sec": 0.2, "max_backoff_sec": 1.0},
         },
@@ -97,7 +107,9 @@ async def cluster(
     ports = free_ports(n)
     genesis = time.time() + start_in
     configs = [
-        NodeSettings.from_mapping(node_config(i, n, ports, root, genesis, slot_sec=slot_sec, **extra), origin=f"n{i}")
+        NodeSettings.from_mapping(
+            node_config(i, n, ports, root, genesis, slot_sec=slot_sec, **extra), origin=f"n{i}"
+        )
         for i in range(n)
     ]
     c = Cluster([None] * n, configs, [trio.CancelScope() for _ in range(n)], engine=engine)
@@ -117,3 +129,46 @@ def node_engine(tiny_cache: Path):
     # the actor held still: these tests are about the slot lifecycle, and several nodes share one
     # engine inside short slots; LivePortrait runs in the simnet's node processes and its own tests
     return VortexPipeline(settings=tiny_settings(tiny_cache, speech__source="none", warp__model="still"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single_node_config(
+    root: Path, tiny_cache: Path, start_in: float = 10.0, engine: dict | None = None
+) -> tuple[Path, Identity, int, int]:
+    """A one-validator chain with 3 s slots for an `icn-node run` process: (config, identity, http, p2p).
+    `engine`: overrides of the tiny engine (default: no speech, the actor held still)."""
+    ident = write_key_file(root / "node.key")
+    http, p2p = _free_port(), _free_port()
+    (root / "node.toml").write_text(
+        f"""
+[node]
+key_file = "node.key"
+http_addr = "127.0.0.1:{http}"
+generation_config = "engine.yaml"
+[chain]
+genesis_time = {time.time() + start_in:.3f}
+slot_sec = 3.0
+directors_per_slot = 1
+[[chain.validators]]
+public_key = "{ident.public_key.hex()}"
+region = "eu"
+[slot]
+generation_end = 1.2
+verification_end = 1.5
+agreement_end = 2.4
+[agreement]
+timeout_propose = 0.5
+require_self_check = false
+[network]
+listen = ["/ip4/127.0.0.1/tcp/{p2p}"]
+"""
+    )
+    overrides = engine if engine is not None else {"speech__source": "none", "warp__model": "still"}
+    settings = tiny_settings(tiny_cache, **overrides)
+    (root / "engine.yaml").write_text(yaml.safe_dump(settings.model_dump(mode="json")))
+    return root / "node.toml", ident, http, p2p

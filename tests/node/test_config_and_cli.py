@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,13 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
-from network.identity import write_key_file
 from node.cli import EXIT_BAD_INPUT, EXIT_OK, main
 from node.settings import NodeConfigError, NodeSettings
-from tests.conftest import tiny_settings
 from tests.network.conftest import identity
+from tests.node.conftest import single_node_config
 
 KEY = identity(0).public_key.hex()
 MINIMAL = f"""
@@ -47,7 +44,13 @@ region = "eu"
         (MINIMAL + "[mystery]\nx = 1\n", "mystery: unknown key"),
         (MINIMAL + "[node]\ngeneration_config = 'e.yaml'\n[generation]\n", "both given"),
         (MINIMAL + "[node]\ngeneration_config = 'missing.yaml'\n", "missing.yaml: config file not found"),
-        (MINIMAL.replace('region = "eu"', 'region = "eu"\n[[chain.validators]]\npublic_key = "' + KEY + '"\nregion = "us"'), "share a public key"),
+        (
+            MINIMAL.replace(
+                'region = "eu"',
+                'region = "eu"\n[[chain.validators]]\npublic_key = "' + KEY + '"\nregion = "us"',
+            ),
+            "share a public key",
+        ),
     ],
 )
 def test_malformed_config_files_each_name_their_problem(tmp_path: Path, toml: str, needle: str) -> None:
@@ -83,47 +86,17 @@ def test_init_writes_a_config_that_checks(tmp_path: Path, capsys) -> None:
     assert "chmod 600" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())
 
 
 @pytest.mark.slow
-def test_run_commits_slots_answers_status_and_stops_cleanly_on_ctrl_c(tmp_path: Path, tiny_cache: Path) -> None:
-    key = tmp_path / "node.key"
-    ident = write_key_file(key)
-    http, p2p = _free_port(), _free_port()
-    (tmp_path / "node.toml").write_text(
-        f"""
-[node]
-key_file = "node.key"
-http_addr = "127.0.0.1:{http}"
-generation_config = "engine.yaml"
-[chain]
-genesis_time = {time.time() + 8:.3f}
-slot_sec = 3.0
-directors_per_slot = 1
-[[chain.validators]]
-public_key = "{ident.public_key.hex()}"
-region = "eu"
-[slot]
-generation_end = 1.2
-verification_end = 1.5
-agreement_end = 2.4
-[agreement]
-timeout_propose = 0.5
-require_self_check = false
-[network]
-listen = ["/ip4/127.0.0.1/tcp/{p2p}"]
-"""
-    )
-    (tmp_path / "engine.yaml").write_text(yaml.safe_dump(tiny_settings(tiny_cache, speech__source="none").model_dump(mode="json")))
+def test_run_commits_slots_answers_status_and_stops_cleanly_on_ctrl_c(
+    tmp_path: Path, tiny_cache: Path
+) -> None:
+    single_node_config(tmp_path, tiny_cache, start_in=8.0, engine={"speech__source": "none"})
+    http = int(NodeSettings.load(tmp_path / "node.toml").node.http_addr.rsplit(":", 1)[1])
     proc = subprocess.Popen(
         [sys.executable, "-m", "node.cli", "run", "--config", str(tmp_path / "node.toml")],
         stdout=subprocess.PIPE,
@@ -141,10 +114,14 @@ listen = ["/ip4/127.0.0.1/tcp/{p2p}"]
             except OSError:
                 pass
             time.sleep(0.3)
-        assert info and info["last_certificate"] is not None, proc.stdout.read() if proc.poll() is not None else info
+        assert info and info["last_certificate"] is not None, (
+            proc.stdout.read() if proc.poll() is not None else info
+        )
         assert main(["status", "--node", f"http://127.0.0.1:{http}"]) == EXIT_OK
         recipe = tmp_path / "r.json"
-        recipe.write_text('{"audio_track": {"script": "Hello.", "voice_id": "morty"}, "visual_track": {"prompt": "x"}}')
+        recipe.write_text(
+            '{"audio_track": {"script": "Hello.", "voice_id": "morty"}, "visual_track": {"prompt": "x"}}'
+        )
         assert main(["submit", str(recipe), "--node", f"http://127.0.0.1:{http}"]) == EXIT_OK
         time.sleep(0.2)
         sent = time.monotonic()

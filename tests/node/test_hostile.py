@@ -20,58 +20,19 @@ from pathlib import Path
 
 import pytest
 import trio
-import yaml
 
 from consensus.messages import canonical
 from network.host import open_host
-from network.identity import Identity, write_key_file
+from network.identity import Identity
 from network.settings import NetworkSettings
 from network.topics import Topic
 from node.settings import NodeSettings
-from tests.conftest import tiny_settings
+from tests.node.conftest import single_node_config
 
 RECIPE = {
     "audio_track": {"script": "Hello.", "voice_id": "morty"},
     "visual_track": {"prompt": "a newsreader"},
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _write_config(root: Path, tiny_cache: Path, start_in: float = 10.0) -> tuple[Path, Identity, int, int]:
-    ident = write_key_file(root / "node.key")
-    http, p2p = _free_port(), _free_port()
-    (root / "node.toml").write_text(
-        f"""
-[node]
-key_file = "node.key"
-http_addr = "127.0.0.1:{http}"
-generation_config = "engine.yaml"
-[chain]
-genesis_time = {time.time() + start_in:.3f}
-slot_sec = 3.0
-directors_per_slot = 1
-[[chain.validators]]
-public_key = "{ident.public_key.hex()}"
-region = "eu"
-[slot]
-generation_end = 1.2
-verification_end = 1.5
-agreement_end = 2.4
-[agreement]
-timeout_propose = 0.5
-require_self_check = false
-[network]
-listen = ["/ip4/127.0.0.1/tcp/{p2p}"]
-"""
-    )
-    engine = tiny_settings(tiny_cache, speech__source="none", warp__model="still")
-    (root / "engine.yaml").write_text(yaml.safe_dump(engine.model_dump(mode="json")))
-    return root / "node.toml", ident, http, p2p
 
 
 def _http(url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict | str]:
@@ -161,7 +122,7 @@ async def _attack_gossip(node_addr: str, chain_id: bytes) -> None:
 def test_a_running_node_survives_hostile_gossip_and_http_and_keeps_committing(
     tmp_path: Path, tiny_cache: Path
 ) -> None:
-    config, ident, http, p2p = _write_config(tmp_path, tiny_cache)
+    config, ident, http, p2p = single_node_config(tmp_path, tiny_cache)
     chain_id = NodeSettings.load(config).chain.genesis().chain_id
     proc = subprocess.Popen(
         [sys.executable, "-m", "node.cli", "run", "--config", str(config)],
@@ -232,7 +193,7 @@ sys.exit(main(["run", "--config", sys.argv[1]]))
 def test_a_crashing_task_stops_the_process_with_its_traceback_and_a_non_zero_exit(
     tmp_path: Path, tiny_cache: Path
 ) -> None:
-    config, *_ = _write_config(tmp_path, tiny_cache, start_in=3.0)
+    config, *_ = single_node_config(tmp_path, tiny_cache, start_in=3.0)
     proc = subprocess.run(
         [sys.executable, "-c", _CRASHING_NODE, str(config)], capture_output=True, text=True, timeout=120
     )

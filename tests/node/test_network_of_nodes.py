@@ -16,7 +16,9 @@ async def wait_certified(nodes, slots: int, timeout: float) -> None:
             await trio.sleep(0.1)
 
 
-async def test_five_nodes_commit_consecutive_slots_with_the_same_certificates_and_media(tmp_path, node_engine) -> None:
+async def test_five_nodes_commit_consecutive_slots_with_the_same_certificates_and_media(
+    tmp_path, node_engine
+) -> None:
     async with cluster(tmp_path, node_engine) as c:
         await wait_certified(c.nodes, 3, timeout=30)
         await trio.sleep(0.5)

@@ -23,7 +23,9 @@ async def _http(port: int, request: bytes) -> tuple[int, bytes]:
     return int(head.split(b" ")[1]), body
 
 
-async def test_a_director_killed_mid_slot_restarts_from_its_journal_without_double_voting(tmp_path, node_engine) -> None:
+async def test_a_director_killed_mid_slot_restarts_from_its_journal_without_double_voting(
+    tmp_path, node_engine
+) -> None:
     async with cluster(tmp_path, node_engine) as c:
         victim = c.nodes[2]
         # wait until it has voted in some slot's agreement, then kill it at once
@@ -79,13 +81,18 @@ async def test_metrics_status_and_recipe_submission_over_http(tmp_path, node_eng
             node.http_port, b"POST /recipes HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(recipe), recipe)
         )
         assert status == 202, body
-        status, body = await _http(node.http_port, b"POST /recipes HTTP/1.1\r\nContent-Length: 5\r\n\r\n{bad}")
+        status, body = await _http(
+            node.http_port, b"POST /recipes HTTP/1.1\r\nContent-Length: 5\r\n\r\n{bad}"
+        )
         assert status == 400 and b"not valid JSON" in body
         status, _ = await _http(node.http_port, b"GET /nowhere HTTP/1.1\r\n\r\n")
         assert status == 404
         # the submitted recipe travels to the other nodes and is committed as a later slot's recipe
         with trio.fail_after(30):
-            while not any(b"Next up: news." in (cert.value.next_recipe or b"") for cert in node.ledger.certificates.values()):
+            while not any(
+                b"Next up: news." in (cert.value.next_recipe or b"")
+                for cert in node.ledger.certificates.values()
+            ):
                 await trio.sleep(0.1)
         # and leaves every node's queue once that certificate reaches it
         with trio.fail_after(10):
