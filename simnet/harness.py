@@ -164,12 +164,17 @@ class Harness:
                 self._signal(p, signal.SIGCONT)
                 p.paused = False
             self._signal(p, signal.SIGINT)
-        deadline = time.time() + stop_grace(len(self.procs))
+        stopped_at = time.time()
+        deadline = stopped_at + stop_grace(len(self.procs))
+        self._event("stop", [p.index for p in self.procs], grace_sec=stop_grace(len(self.procs)))
         for p in self.procs:
             if p.proc is None:
                 continue
             try:
                 p.proc.wait(timeout=max(0.1, deadline - time.time()))
+                self._event(
+                    "exited", [p.index], code=p.proc.returncode, after_sec=round(time.time() - stopped_at, 2)
+                )
             except subprocess.TimeoutExpired:
                 self._signal(p, signal.SIGKILL)
                 p.proc.wait()
