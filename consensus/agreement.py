@@ -191,6 +191,7 @@ class SlotAgreement:
         self._detector = EquivocationDetector()
         self.evidence: list[Evidence] = []
         self._evidence_ok: dict[bytes, bool] = {}
+        self._recipe_verdicts: dict[bytes, bool] = {}
         self._agreement: dict[tuple[bytes, bytes, bytes, bytes], bool] = {}
         self._resume_round = 0
         self._restore()
@@ -363,6 +364,12 @@ class SlotAgreement:
             self._evidence_ok[data] = ev is not None
         return self._evidence_ok[data]
 
+    def _recipe_valid(self, data: bytes) -> bool:
+        """The recipe check once per recipe: rules ask for validity often, and parsing is not cheap."""
+        if data not in self._recipe_verdicts:
+            self._recipe_verdicts[data] = self._recipe_ok(data)
+        return self._recipe_verdicts[data]
+
     def _vouched(self, value_hash: bytes) -> bool:
         """A quorum prevoted this value in some round: f+1 correct directors found it valid."""
         return any(self._count(votes, value_hash) >= self.q for votes in self.prevotes.values())
@@ -370,7 +377,7 @@ class SlotAgreement:
     def validity(self, value: Value) -> Validity:
         if self._vouched(value.hash):
             return Validity.YES
-        if value.next_recipe is not None and not self._recipe_ok(value.next_recipe):
+        if value.next_recipe is not None and not self._recipe_valid(value.next_recipe):
             return Validity.NO
         if not all(self._evidence_valid(e) for e in value.evidence):
             return Validity.NO
