@@ -33,9 +33,8 @@ MAX_PROMPT_CHARS = 2000
 MAX_RENDERER_PARAMS_BYTES = 4096
 MAX_RECIPE_TEXT_BYTES = 64 * 1024  # JSON text as submitted (whitespace included); canonical: MAX_RECIPE_BYTES
 MAX_JSON_DEPTH = 16  # objects and arrays inside one another; a recipe needs 4 (renderer params a few more)
-SLOT_AUDIO_SEC = (
-    45.0  # the longest a slot's audio is: the engine's audio buffer (generation.config) by default
-)
+# The longest a slot's audio is: the engine's audio buffer (generation.config) by default.
+SLOT_AUDIO_SEC = 45.0
 
 
 class _Strict(StrictModel):
