@@ -163,7 +163,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from network.identity import load_key_file
     from node import logs
-    from node.engine import build_engine
+    from node.engine import build_engine, freeze_resident_heap
     from node.runner import run_until_signal
     from node.settings import NodeSettings
 
@@ -176,6 +176,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted while loading models", file=sys.stderr)
         return 130
+    freeze_resident_heap()
     print(
         f"models resident in {engine.cold_start_sec:.1f} s; starting the node (Ctrl-C stops it)",
         file=sys.stderr,

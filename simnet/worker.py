@@ -22,7 +22,7 @@ import trio
 from network.faults import FaultPlan
 from network.identity import load_key_file
 from node import logs
-from node.engine import build_engine
+from node.engine import build_engine, freeze_resident_heap
 from node.node import Node
 from node.settings import NodeSettings
 from simnet import control
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     identity = load_key_file(settings.node.key_file)
     logs.configure(settings.node.log_format, settings.node.log_level)
     engine = build_engine(settings.generation)
+    freeze_resident_heap()
     config.with_name("engine-ready").write_text("")
     while not config.with_name("go").exists():  # the harness fixes the genesis once all are ready
         time.sleep(0.1)

@@ -110,9 +110,7 @@ def test_the_report_passes_a_clean_run_and_fails_each_broken_invariant(tmp_path:
 
 
 @pytest.mark.slow
-# `hostile` is not run here yet: in 1 of 4 runs its honest nodes outlived the shutdown grace period
-# (killed, counted as crashes) after every slot had committed; the cause is open (issue 16).
-@pytest.mark.parametrize("scenario", ["smoke", "byzantine-equivocation"])
+@pytest.mark.parametrize("scenario", ["smoke", "byzantine-equivocation", "hostile"])
 def test_bundled_scenario_runs_with_every_invariant_kept(
     tmp_path: Path, scenario: str, tiny_cache: Path
 ) -> None:
