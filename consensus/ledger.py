@@ -1,21 +1,28 @@
 """The certificate chain, and everything elections and recipes derive from it.
 
-State is a pure function of the genesis and the certificates applied, so every
-node that holds the same certificates elects the same directors:
+Elections read no certificate except through evidence, so that every node
+elects the same directors for a slot whatever certificates it holds: a
+partition of any length (one side certifying slots the other never sees)
+leaves one director set per slot, and Tendermint's quorum intersection then
+forbids two certificates for one slot across the partition, as within it.
+(An earlier design drew a beacon from the newest certificate; two sides of a
+long partition then elected different directors and could each certify the
+same slot: a fork. See consensus/README.md, "One director set per slot".)
 
-- beacon(s): hash of the slot and decided value of the newest certificate for
-  a slot <= s - beacon_lag (the lag lets a certificate spread before anyone
-  elects from it), else the genesis seed's hash. The value, not the whole
-  certificate: two nodes may hold different quorums of precommits for the same
-  decision, and must still elect the same directors;
-- evidence carried in a certificate for a slot <= s - beacon_lag bars its
-  signer from elections for s on (its reputation no longer counts at all),
-  if it is relevant to the certificate's slot (`Evidence.relevant_to`: it
-  names that slot or one shortly before, and its signer directed it). So
-  barring for s only ever looks at elections of slots before s: evidence
-  naming a future slot cannot make an election depend on itself;
-- cooldown: directors of the `cooldown_slots` certified slots before s -
-  beacon_lag + 1 are passed over first;
+- the election seed is the genesis seed's hash, for every slot; the slot
+  number makes each draw different. The schedule is therefore public from
+  genesis (the price: a DoS on a known director is planned in advance, where
+  a beacon gave 90 s of notice);
+- cooldown: the validators drawn for the `cooldown_slots` slots before s
+  (the plain draw, without exclusions, so it is the same in every view) are
+  passed over first;
+- evidence carried in a certificate for a slot <= s - evidence_lag bars its
+  signer from elections for s on, if it is relevant to the certificate's slot
+  (`Evidence.relevant_to`: it names that slot or one shortly before, and its
+  signer directed it). Barring is the only way two views' director sets can
+  differ, and it only removes proven equivocators, which stays safe: see
+  `directors`. Barring for s only looks at elections of slots before s, so
+  evidence naming a future slot cannot make an election depend on itself;
 - recipe(s): the next recipe fixed by the certificate of slot s - 1, else None
   (the fallback programme).
 """
@@ -33,9 +40,7 @@ class LedgerError(ValueError):
     pass
 
 
-def beacon_of(cert: Certificate) -> bytes:
-    """What a certificate contributes to elections: its slot and decided value, not its signatures."""
-    return sha256(b"icn-beacon" + cert.slot.to_bytes(8, "big") + cert.value.hash)
+MAX_CACHED_ELECTIONS = 4096  # elections are pure and cheap to redo; the caches only spare repeats
 
 
 class Ledger:
@@ -43,19 +48,31 @@ class Ledger:
         self.genesis = genesis
         self.chain_id = genesis.chain_id
         self.certificates: dict[int, Certificate] = {}
+        self.seed = sha256(
+            b"icn-genesis-beacon" + genesis.seed + self.chain_id
+        )  # named when it was the first of many beacons
         self._directors: dict[int, tuple[bytes, ...]] = {}
+        self._drawn: dict[int, tuple[bytes, ...]] = {}
 
     # -- derived state ----------------------------------------------------------------------------------
-    def beacon(self, slot: int) -> bytes:
-        horizon = slot - self.genesis.beacon_lag
-        prior = [s for s in self.certificates if s <= horizon]
-        if not prior:
-            return sha256(b"icn-genesis-beacon" + self.genesis.seed + self.chain_id)
-        return beacon_of(self.certificates[max(prior)])
+    def drawn(self, slot: int) -> tuple[bytes, ...]:
+        """The plain draw for `slot`: what cooldown reads, identical in every view of the chain."""
+        if slot not in self._drawn:
+            if len(self._drawn) >= MAX_CACHED_ELECTIONS:
+                self._drawn.clear()
+            g = self.genesis
+            self._drawn[slot] = elect_directors(
+                g.validators,
+                self.seed,
+                slot,
+                count=g.directors_per_slot,
+                max_per_region=g.max_directors_per_region,
+            )
+        return self._drawn[slot]
 
     def barred(self, slot: int) -> set[bytes]:
         """Signers of evidence committed in certificates old enough to count for `slot`."""
-        horizon = slot - self.genesis.beacon_lag
+        horizon = slot - self.genesis.evidence_lag
         out: set[bytes] = set()
         for s, cert in self.certificates.items():
             if s > horizon:
@@ -67,24 +84,33 @@ class Ledger:
         return out
 
     def directors(self, slot: int) -> tuple[bytes, ...]:
+        """The slot's directors, in election (and proposer) order.
+
+        Two views of the chain can disagree here only on barred signers: a view
+        that has seen evidence against b elects someone else in b's seat. Any
+        two quorums, one per view, still share a correct director, so they
+        cannot certify two values: with n seats, q = floor(2n/3) + 1 and f =
+        (n - 1) // 3 faulty, k differing seats leave quorums sharing at least
+        2q - n - k seats, all in both sets, and the k barred seats were
+        faulty, so at most f - k of the shared ones are; 2q - n > f.
+        """
         if slot in self._directors:
             return self._directors[slot]
         g = self.genesis
-        horizon = slot - g.beacon_lag
         cooling: set[bytes] = set()
-        if g.cooldown_slots:
-            recent = sorted((s for s in self.certificates if s <= horizon), reverse=True)[: g.cooldown_slots]
-            for s in recent:
-                cooling.update(self.directors(s))
+        for s in range(max(0, slot - g.cooldown_slots), slot):
+            cooling.update(self.drawn(s))
         chosen = elect_directors(
             g.validators,
-            self.beacon(slot),
+            self.seed,
             slot,
             count=g.directors_per_slot,
             max_per_region=g.max_directors_per_region,
             excluded=self.barred(slot),
             cooling=cooling,
         )
+        if len(self._directors) >= MAX_CACHED_ELECTIONS:
+            self._directors.clear()
         self._directors[slot] = chosen  # `apply` forgets the elections a new certificate could change
         return chosen
 
@@ -104,5 +130,7 @@ class Ledger:
         if problem:
             raise LedgerError(f"certificate for slot {cert.slot} rejected: {problem}")
         self.certificates[cert.slot] = cert
-        for s in [s for s in self._directors if s - self.genesis.beacon_lag >= cert.slot]:
+        if not cert.value.evidence:
+            return  # only evidence changes elections
+        for s in [s for s in self._directors if s - self.genesis.evidence_lag >= cert.slot]:
             del self._directors[s]

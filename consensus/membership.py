@@ -41,7 +41,7 @@ class Genesis:
     directors_per_slot: int = 5
     max_directors_per_region: int = 2
     cooldown_slots: int = 0
-    beacon_lag: int = 2
+    evidence_lag: int = 2
 
     def __post_init__(self) -> None:
         keys = [v.public_key for v in self.validators]
@@ -53,8 +53,8 @@ class Genesis:
             raise ValueError("genesis: slot_sec must be positive")
         if self.directors_per_slot < 1:
             raise ValueError("genesis: directors_per_slot must be at least 1")
-        if self.beacon_lag < 1:
-            raise ValueError("genesis: beacon_lag must be at least 1")
+        if self.evidence_lag < 1:
+            raise ValueError("genesis: evidence_lag must be at least 1")
 
     @property
     def chain_id(self) -> bytes:
@@ -69,7 +69,7 @@ class Genesis:
                     self.directors_per_slot,
                     self.max_directors_per_region,
                     self.cooldown_slots,
-                    self.beacon_lag,
+                    self.evidence_lag,
                 ]
             )
         )

@@ -77,7 +77,7 @@ class ChainSection(_Strict):
     directors_per_slot: int = Field(5, ge=1, le=100)
     max_directors_per_region: int = Field(2, ge=1, le=100)
     cooldown_slots: int = Field(0, ge=0, le=1000)
-    beacon_lag: int = Field(2, ge=1, le=100)
+    evidence_lag: int = Field(2, ge=1, le=100)
     validators: tuple[ValidatorEntry, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -112,7 +112,7 @@ class ChainSection(_Strict):
             self.directors_per_slot,
             self.max_directors_per_region,
             self.cooldown_slots,
-            self.beacon_lag,
+            self.evidence_lag,
         )
 
 

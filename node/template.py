@@ -23,7 +23,7 @@ slot_sec = 45.0
 directors_per_slot = 5
 max_directors_per_region = 2
 cooldown_slots = 0
-beacon_lag = 2
+evidence_lag = 2
 
 [[chain.validators]]             # one table per validator; this node's own key:
 public_key = "{public_key}"

@@ -79,7 +79,7 @@ def build_report(run: RunResult) -> Report:
     up_at_end = [p.index for p in run.processes if not p.killed_by_scenario]
     live_honest = [i for i in honest if i in up_at_end]
 
-    # the chain, as the honest nodes hold it (for directors and the beacon)
+    # the chain, as the honest nodes hold it (for directors and barred signers)
     ledger = Ledger(genesis)
     reference = max(live_honest or honest, key=lambda i: len(data[i]["certs"]))
     for slot in sorted(data[reference]["certs"]):

@@ -125,7 +125,7 @@ def test_reputation_overrides_change_the_weights() -> None:
     [
         ({"slot_sec": 0}, "slot_sec must be positive"),
         ({"directors_per_slot": 0}, "directors_per_slot must be at least 1"),
-        ({"beacon_lag": 0}, "beacon_lag must be at least 1"),
+        ({"evidence_lag": 0}, "evidence_lag must be at least 1"),
     ],
 )
 def test_genesis_bounds(signers, kw, message) -> None:
@@ -134,5 +134,5 @@ def test_genesis_bounds(signers, kw, message) -> None:
 
 
 def test_genesis_smallest_valid_values(signers) -> None:
-    g = Genesis(validators(signers), 0.0, slot_sec=0.5, directors_per_slot=1, beacon_lag=1)
+    g = Genesis(validators(signers), 0.0, slot_sec=0.5, directors_per_slot=1, evidence_lag=1)
     assert g.slot_at(1.2) == 2

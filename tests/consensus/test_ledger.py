@@ -2,8 +2,8 @@ import pytest
 
 from consensus.certificate import Certificate
 from consensus.evidence import Evidence
-from consensus.ledger import Ledger, LedgerError, beacon_of
-from consensus.membership import Genesis
+from consensus.ledger import Ledger, LedgerError
+from consensus.membership import Genesis, max_faulty, quorum
 from consensus.messages import Precommit, Prevote, Value, sha256
 from tests.consensus.conftest import keys, validators
 
@@ -13,7 +13,6 @@ BY_KEY = {s.public_key: s for s in SIGNERS}
 # agreement between nodes of different releases, so a change here must be deliberate.
 KNOWN_SLOT0 = [8, 10, 11, 0, 1]
 KNOWN_SLOT1 = [6, 9, 10, 0, 7]
-KNOWN_BEACON = "b74f92af41578e73"
 
 
 def genesis(**kw) -> Genesis:
@@ -31,29 +30,58 @@ def certify(ledger: Ledger, slot: int, value: Value) -> Certificate:
     return Certificate(slot, 0, value, sigs)
 
 
-def test_same_chain_same_directors_and_beacons() -> None:
+def test_same_chain_same_directors_and_recipes() -> None:
     a, b = Ledger(genesis()), Ledger(genesis())
     for slot in range(6):
         cert = certify(a, slot, Value(sha256(b"m%d" % slot), b'{"slot": %d}' % (slot + 1)))
         a.apply(cert)
         b.apply(cert)
     assert [a.directors(s) for s in range(10)] == [b.directors(s) for s in range(10)]
-    assert a.beacon(7) == beacon_of(a.certificates[5])  # lag 2: slot 7 draws from slot 5's certificate
-    assert a.beacon(1) == a.beacon(0)  # before any certificate counts: the genesis beacon
     assert a.recipe(4) == b'{"slot": 4}' and a.recipe(100) is None
 
 
-def test_two_quorums_for_one_decision_give_the_same_beacon_and_directors() -> None:
+def test_a_partition_of_any_length_leaves_one_director_set_per_slot() -> None:
+    """Issue 23, item 6: each side of a long partition certifies slots the other never sees.
+
+    With directors drawn from the newest certificate, the two sides elected
+    different directors from then on and could each certify one slot (a fork).
+    Elections no longer read certificates (only evidence), so both sides elect
+    the same directors for every slot, and one slot's quorums always intersect.
+    """
     a, b = Ledger(genesis()), Ledger(genesis())
-    value = Value(sha256(b"m"))
-    directors = a.directors(3)
-    sig = {d: Precommit(3, 0, value.hash).signed_by(BY_KEY[d], a.chain_id).signature for d in directors}
-    first = Certificate(3, 0, value, tuple(sorted((d, sig[d]) for d in directors[:4])))
-    other = Certificate(3, 0, value, tuple(sorted((d, sig[d]) for d in directors[1:5])))
-    assert first.hash != other.hash  # different precommit quorums: different certificates
-    a.apply(first)
-    b.apply(other)
-    assert a.beacon(5) == b.beacon(5) and a.directors(5) == b.directors(5)
+    for slot in range(3):  # before the partition: both sides hold every certificate
+        cert = certify(a, slot, Value(sha256(b"m%d" % slot)))
+        a.apply(cert)
+        b.apply(cert)
+    for slot in (3, 4, 6, 9):  # slots only side a certified
+        a.apply(certify(a, slot, Value(sha256(b"a%d" % slot), b'{"side": "a"}')))
+    for slot in (5, 7, 8):  # slots only side b certified
+        b.apply(certify(b, slot, Value(sha256(b"b%d" % slot), b'{"side": "b"}')))
+    assert a.certificates.keys() != b.certificates.keys()
+    assert [a.directors(s) for s in range(60)] == [b.directors(s) for s in range(60)]
+
+
+def test_views_that_differ_by_barred_directors_keep_intersecting_quorums() -> None:
+    """Evidence one side saw and the other did not: the only way two views' directors differ."""
+    seen, unseen = Ledger(genesis()), Ledger(genesis())
+    culprit = seen.directors(1)[0]
+    key = BY_KEY[culprit]
+    ev = Evidence.of(
+        Prevote(1, 0, sha256(b"a")).signed_by(key, seen.chain_id),
+        Prevote(1, 0, None).signed_by(key, seen.chain_id),
+    )
+    seen.apply(certify(seen, 2, Value(sha256(b"m2"), None, (ev.encode(),))))
+    n = seen.genesis.directors_per_slot
+    q, f = quorum(n), max_faulty(n)
+    differing_slots = 0
+    for slot in range(4, 200):
+        d_seen, d_unseen = set(seen.directors(slot)), set(unseen.directors(slot))
+        k = len(d_seen | d_unseen) - n  # seats filled differently
+        assert d_unseen - d_seen <= {culprit}  # only the proven equivocator's seat moves
+        # two quorums, one per view, share 2q - n - k seats; at most f - k of them are faulty
+        assert 2 * q - n - k > f - k
+        differing_slots += k
+    assert differing_slots > 0  # the culprit was drawn for some of these slots
 
 
 def test_rejects_bad_and_conflicting_certificates() -> None:
@@ -78,7 +106,7 @@ def test_committed_evidence_bars_the_signer_from_later_elections() -> None:
     ledger.apply(certify(ledger, 1, Value(sha256(b"m1"))))
     ledger.apply(certify(ledger, 2, Value(sha256(b"m2"), None, (ev.encode(),))))
     assert culprit in ledger.barred(4)
-    assert culprit not in ledger.barred(3)  # not before the beacon lag has passed
+    assert culprit not in ledger.barred(3)  # not before the evidence lag has passed
     for slot in range(4, 60):
         assert culprit not in ledger.directors(slot)
 
@@ -94,11 +122,19 @@ def test_evidence_against_a_non_director_is_ignored() -> None:
     assert outsider.public_key not in ledger.barred(10)
 
 
-def test_cooldown_passes_over_recent_directors() -> None:
+def test_cooldown_passes_over_recent_draws() -> None:
     ledger = Ledger(genesis(cooldown_slots=1))
-    ledger.apply(certify(ledger, 0, Value(sha256(b"m0"))))
-    recent = set(ledger.directors(0))
-    assert not recent & set(ledger.directors(2))
+    assert not set(ledger.drawn(1)) & set(ledger.directors(2))
+
+
+def test_cooldown_is_the_same_whatever_was_certified() -> None:
+    bare, full = (
+        Ledger(genesis(cooldown_slots=2, evidence_lag=1)),
+        Ledger(genesis(cooldown_slots=2, evidence_lag=1)),
+    )
+    for slot in range(5):
+        full.apply(certify(full, slot, Value(sha256(b"m%d" % slot))))
+    assert [bare.directors(s) for s in range(12)] == [full.directors(s) for s in range(12)]
 
 
 def test_known_answer_directors_pin_the_election() -> None:
@@ -107,7 +143,6 @@ def test_known_answer_directors_pin_the_election() -> None:
     index = {s.public_key: i for i, s in enumerate(SIGNERS)}
     assert [index[d] for d in ledger.directors(0)] == KNOWN_SLOT0
     assert [index[d] for d in ledger.directors(1)] == KNOWN_SLOT1
-    assert ledger.beacon(0).hex()[:16] == KNOWN_BEACON
 
 
 def test_genesis_settings_reach_the_election() -> None:
@@ -119,22 +154,17 @@ def test_genesis_settings_reach_the_election() -> None:
         assert len(set(regions)) == 3
 
 
-def test_cooldown_takes_the_newest_certified_slots() -> None:
-    ledger = Ledger(genesis(cooldown_slots=1, beacon_lag=1))
-    ledger.apply(certify(ledger, 0, Value(sha256(b"m0"))))
-    ledger.apply(certify(ledger, 1, Value(sha256(b"m1"))))
-    assert not set(ledger.directors(1)) & set(ledger.directors(2))
-
-
-def test_a_new_certificate_refreshes_elections_it_changes() -> None:
+def test_new_evidence_refreshes_the_elections_it_changes() -> None:
     ledger = Ledger(genesis())
-    before = ledger.directors(5)  # cached with the genesis beacon
-    ledger.apply(certify(ledger, 3, Value(sha256(b"m3"))))
-    assert ledger.beacon(5) == beacon_of(ledger.certificates[3])
-    fresh = Ledger(genesis())
-    fresh.apply(certify(fresh, 3, Value(sha256(b"m3"))))
-    assert ledger.directors(5) == fresh.directors(5)
-    assert before != ledger.directors(5) or before == fresh.directors(5)
+    culprit = ledger.directors(1)[0]
+    later = next(s for s in range(4, 200) if culprit in ledger.directors(s))  # cached with the culprit
+    key = BY_KEY[culprit]
+    ev = Evidence.of(
+        Prevote(1, 0, sha256(b"a")).signed_by(key, ledger.chain_id),
+        Prevote(1, 0, None).signed_by(key, ledger.chain_id),
+    )
+    ledger.apply(certify(ledger, 2, Value(sha256(b"m2"), None, (ev.encode(),))))
+    assert culprit not in ledger.directors(later)
 
 
 def test_barred_reads_every_old_certificate_and_skips_bad_evidence() -> None:
