@@ -113,6 +113,12 @@ class _Twins:
         self.machines: dict[int, SlotAgreement | None] = {}
         self.incarnation = dict.fromkeys(self.instances, 0)
         self.started: set[int] = set()
+        # Tendermint's invariants across crashes: an honest director never returns to a round below one
+        # it has signed in (rounds it only passed through unsigned are not journaled, and need not be),
+        # and its locked round never goes back. Checked once its current incarnation has started.
+        self.running: set[int] = set()
+        self.signed_round: dict[int, int] = {}
+        self.locked_high: dict[int, int] = {}
         self.delivered: dict[int, list[Signed]] = {i: [] for i in self.instances}
         self.sent_log: list[tuple[int, Signed]] = []
         self.partitions: dict[tuple[int, str], dict[int, int]] = {}  # (round, kind) -> instance -> side
@@ -213,6 +219,7 @@ class _Twins:
         key = self.key_of[src]
         if key != self.sc.byzantine:
             self.signed_by_honest.setdefault(msg.conflict_key(), set()).add(canonical(msg.header()))
+            self.signed_round[src] = max(self.signed_round.get(src, 0), msg.round)
         if isinstance(msg, Precommit) and msg.value_hash is not None:
             self.precommits.setdefault((msg.round, msg.value_hash), set()).add(msg.signer)
         if isinstance(msg, Prevote | Precommit) and msg.value_hash is not None:  # its own vote counts there
@@ -250,6 +257,20 @@ class _Twins:
             self.out.violations.append(f"exception in instance {instance}: {traceback.format_exc(limit=3)}")
             return
         self.handle(now, instance, actions)
+        self._check_monotonic(instance)
+
+    def _check_monotonic(self, i: int) -> None:
+        m = self.machines.get(i)
+        if m is None or i not in self.running or self.key_of[i] == self.sc.byzantine:
+            return
+        signed, locked = self.signed_round.get(i, 0), self.locked_high.get(i, -1)
+        if m.round < signed:
+            self.out.violations.append(
+                f"round went back: honest {i} signed in round {signed}, now in {m.round}"
+            )
+        if m.locked_round < locked:
+            self.out.violations.append(f"lock went back: honest {i} from round {locked} to {m.locked_round}")
+        self.locked_high[i] = max(locked, m.locked_round)
 
     def restart(self, now: float, i: int) -> None:
         """A crashed honest director comes back: journal only; old messages replayed in any order."""
@@ -260,6 +281,7 @@ class _Twins:
         self.last_restart = max(self.last_restart, now)
         self.call(now, i, lambda: m.set_local_output(self.outputs[i]))
         if i in self.started:
+            self.running.add(i)
             self.call(now, i, m.start)
         replay = [msg for msg in self.delivered[i] if self.rng.random() < 0.9]
         self.rng.shuffle(replay)
@@ -298,6 +320,7 @@ class _Twins:
             if kind == "crash":
                 self.machines[i] = None
                 self.incarnation[i] += 1
+                self.running.discard(i)
                 continue
             if kind == "restart":
                 if m is None:
@@ -310,6 +333,7 @@ class _Twins:
             if kind == "output":
                 self.call(now, i, lambda m=m, i=i: m.set_local_output(self.outputs[i]))
             elif kind == "start":
+                self.running.add(i)
                 self.call(now, i, m.start)
             elif kind == "timeout":
                 incarnation, round_, step = payload
