@@ -1,8 +1,10 @@
 """Byzantine directors for the simnet: a real node whose consensus output lies in one chosen way.
 
 These modes live here, and only here: the production node has no switch that
-reaches them. Each overrides one of the node's two hooks (`_broadcast`, what
-it sends; `_announce`, what it says it produced) or adds a task:
+reaches them. `Byzantine` is a `node.ports.Behaviour`: it wraps the node's
+honest broadcaster (what it sends) or changes what it announces it produced,
+and some modes add traffic beside the node (`run_beside`). It never reaches
+into the node's private state:
 
 - equivocate: every prevote and precommit is followed by a conflicting one
   (nil instead of a value, or a made-up value instead of nil);
@@ -31,10 +33,12 @@ from typing import Any
 
 import trio
 
-from consensus.actions import Action
+from consensus.agreement import LocalOutput
 from consensus.messages import MAX_RECIPE_BYTES, Precommit, Prevote, Proposal, Signed, Value, canonical
+from network.host import NetworkHost
+from network.identity import Identity
 from network.topics import Topic
-from node.node import Node
+from node.ports import Broadcaster
 
 log = logging.getLogger(__name__)
 
@@ -62,72 +66,75 @@ HOSTILE_RECIPES = [
 ]
 
 
-class ByzantineNode(Node):
-    def __init__(self, *args: Any, behaviour: str, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+class Byzantine:
+    def __init__(self, behaviour: str, identity: Identity, chain_id: bytes) -> None:
         self.behaviour = behaviour
+        self._signer = identity.signer
+        self._chain_id = chain_id
         self._sent: list[bytes] = []
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(super().run)
-            if self.behaviour in ("flood", "replay", "hostile"):
-                self._unguard_own_messages()
-            if self.behaviour == "flood":
-                nursery.start_soon(self._flood)
-            if self.behaviour == "hostile":
-                nursery.start_soon(self._hostile)
-            if self.behaviour == "replay":
-                nursery.start_soon(self._replay)
-            task_status.started(self)
+    # -- the Behaviour seams ----------------------------------------------------------------------------
+    def broadcaster(self, honest: Broadcaster) -> Broadcaster:
+        return _LyingBroadcaster(self, honest)
+
+    def announced(self, output: LocalOutput) -> LocalOutput:
+        if self.behaviour == "different-output":
+            flipped = bytes(b ^ 0x5A for b in output.embedding_b)
+            return replace(
+                output, embedding_b=flipped, content_hash=hashlib.sha256(output.content_hash).digest()
+            )
+        return output
+
+    def _sign(self, msg: Any) -> Signed:
+        return msg.signed_by(self._signer, self._chain_id)
 
     # -- what it sends --------------------------------------------------------------------------------
-    async def _broadcast(self, msg: Signed) -> None:
+    async def broadcast(self, honest: Broadcaster, msg: Signed) -> None:
         b = self.behaviour
         if b == "silent":
             return
         if b == "missing-candidate" and isinstance(msg, Prevote | Precommit) and msg.value_hash is not None:
-            msg = type(msg)(msg.slot, msg.round, _made_up(msg)).signed_by(self.identity.signer, self.chain_id)
+            msg = self._sign(type(msg)(msg.slot, msg.round, _made_up(msg)))
         if b == "hostile" and isinstance(msg, Proposal):
             recipe = HOSTILE_RECIPES[msg.round % len(HOSTILE_RECIPES)][:MAX_RECIPE_BYTES]
             value = Value(msg.value.candidate, recipe, msg.value.evidence)
-            msg = Proposal(msg.slot, msg.round, value, msg.pol_round).signed_by(
-                self.identity.signer, self.chain_id
-            )
+            msg = self._sign(Proposal(msg.slot, msg.round, value, msg.pol_round))
             log.info("byzantine: hostile next recipe proposed in slot %d round %d", msg.slot, msg.round)
-        await super()._broadcast(msg)
+        await honest.broadcast(msg)
         self._sent.append(msg.encode())
         if b == "equivocate" and isinstance(msg, Prevote | Precommit):
             other = None if msg.value_hash is not None else _made_up(msg)
-            twin = type(msg)(msg.slot, msg.round, other).signed_by(self.identity.signer, self.chain_id)
             log.info("byzantine: equivocating in slot %d round %d", msg.slot, msg.round)
-            await super()._broadcast(twin)
+            await honest.broadcast(self._sign(type(msg)(msg.slot, msg.round, other)))
 
-    def _announce(self, sm: Any, output: Any) -> list[Action]:
-        if self.behaviour == "different-output":
-            flipped = bytes(b ^ 0x5A for b in output.embedding_b)
-            output = replace(
-                output, embedding_b=flipped, content_hash=hashlib.sha256(output.content_hash).digest()
-            )
-        return super()._announce(sm, output)
+    # -- extra traffic, beside the running node ---------------------------------------------------------
+    async def run_beside(self, net: NetworkHost, slot_sec: float) -> None:
+        """The modes that add traffic: run in the same nursery as the node, once its host is up."""
+        if self.behaviour in ("flood", "replay", "hostile"):
+            self._unguard_own_messages(net)
+        if self.behaviour == "flood":
+            await self._flood(net)
+        elif self.behaviour == "hostile":
+            await self._hostile(net)
+        elif self.behaviour == "replay":
+            await self._replay(net, slot_sec)
 
-    # -- extra traffic ----------------------------------------------------------------------------------
-    def _unguard_own_messages(self) -> None:
-        me = self.net.peer_id
+    def _unguard_own_messages(self, net: NetworkHost) -> None:
+        me = net.peer_id
         for topic in Topic:
-            name = topic.name_for(self.chain_id)
-            guard = self.net.pubsub.topic_validators[name].validator
-            self.net.pubsub.set_topic_validator(name, lambda f, m, g=guard: f == me or g(f, m), False)
+            name = topic.name_for(self._chain_id)
+            guard = net.pubsub.topic_validators[name].validator
+            net.pubsub.set_topic_validator(name, lambda f, m, g=guard: f == me or g(f, m), False)
 
-    async def _flood(self) -> None:
-        name = Topic.VOTES.name_for(self.chain_id)
+    async def _flood(self, net: NetworkHost) -> None:
+        name = Topic.VOTES.name_for(self._chain_id)
         n = 0
         while True:
             n += 1
-            await self.net.pubsub.publish(name, b"\xff invalid %d" % n)
+            await net.pubsub.publish(name, b"\xff invalid %d" % n)
             await trio.sleep(1 / FLOOD_PER_SEC)
 
-    async def _hostile(self) -> None:
+    async def _hostile(self, net: NetworkHost) -> None:
         """Every topic, round after round: the payloads of `hostile_payloads`, bypassing its own checks."""
         payloads = hostile_payloads(self._sent)
         n = 0
@@ -136,22 +143,30 @@ class ByzantineNode(Node):
                 data = payloads[n % len(payloads)]
                 n += 1
                 try:
-                    await self.net.pubsub.publish(topic.name_for(self.chain_id), data)
+                    await net.pubsub.publish(topic.name_for(self._chain_id), data)
                 except Exception as exc:  # e.g. larger than the library's limit: also a rejection
                     log.debug("hostile message refused locally: %s", exc)
                 await trio.sleep(1 / HOSTILE_PER_SEC)
             if n > 10 * len(payloads):
                 payloads = hostile_payloads(self._sent)
 
-    async def _replay(self) -> None:
+    async def _replay(self, net: NetworkHost, slot_sec: float) -> None:
         while True:
-            await trio.sleep(self.genesis.slot_sec / 4)
+            await trio.sleep(slot_sec / 4)
             old = [m for m in self._sent[:-10]][-5:]
             for data in old:
                 try:
-                    await self.net.pubsub.publish(Topic.VOTES.name_for(self.chain_id), data)
+                    await net.pubsub.publish(Topic.VOTES.name_for(self._chain_id), data)
                 except Exception as exc:  # its own validator drops stale ones; that is the point
                     log.debug("replay refused locally: %s", exc)
+
+
+class _LyingBroadcaster:
+    def __init__(self, liar: Byzantine, honest: Broadcaster) -> None:
+        self._liar, self._honest = liar, honest
+
+    async def broadcast(self, msg: Signed) -> None:
+        await self._liar.broadcast(self._honest, msg)
 
 
 def _made_up(msg: Signed) -> bytes:

@@ -2,7 +2,8 @@
 
 It is the production node (`node.node.Node`), built from the config the
 harness wrote, with a fault plan that follows the control file; a Byzantine
-behaviour, when given, swaps in `simnet.byzantine.ByzantineNode`. It loads its
+behaviour, when given, is a `simnet.byzantine.Byzantine` handed to the node as
+its `Behaviour`, with its extra traffic run beside the node. It loads its
 engine, writes `engine-ready`, waits for the harness's `go` (the config then
 holds the genesis time), writes `ready` once its host is up, and stops cleanly
 on SIGINT.
@@ -26,6 +27,7 @@ from node.engine import build_engine, freeze_resident_heap
 from node.node import Node
 from node.settings import NodeSettings
 from simnet import control
+from simnet.byzantine import Byzantine
 from simnet.scenario import BEHAVIOURS
 
 
@@ -34,17 +36,13 @@ async def _main(
 ) -> None:
     plan = FaultPlan()
     name = control_file.parent.name
-    if behaviour:
-        from simnet.byzantine import ByzantineNode
-
-        node: Node = ByzantineNode(
-            settings, engine=engine, identity=identity, faults=plan, name=name, behaviour=behaviour
-        )
-    else:
-        node = Node(settings, engine=engine, identity=identity, faults=plan, name=name)
+    liar = Byzantine(behaviour, identity, settings.chain.genesis().chain_id) if behaviour else None
+    node = Node(settings, engine=engine, identity=identity, faults=plan, name=name, behaviour=liar)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
+            if liar is not None and node.net is not None:
+                nursery.start_soon(liar.run_beside, node.net, node.genesis.slot_sec)
             nursery.start_soon(control.follow, control_file, plan, identity.peer_id)
             ready.write_text(str(identity.peer_id))
             async for _ in signals:

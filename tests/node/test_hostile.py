@@ -209,7 +209,7 @@ def test_a_director_prevotes_nil_on_every_hostile_next_recipe_and_nothing_raises
     from consensus.agreement import LocalOutput, SlotAgreement
     from consensus.crypto import Signer
     from consensus.messages import Announce, Prevote, Proposal, Value, embedding_to_bytes, sha256
-    from node.node import canonical_network_recipe
+    from node.recipes import canonical_network_recipe
     from simnet.byzantine import HOSTILE_RECIPES
 
     keys = [Signer.from_seed(sha256(b"hostile-%d" % i)) for i in range(4)]

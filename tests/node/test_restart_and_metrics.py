@@ -47,7 +47,7 @@ async def test_a_director_killed_mid_slot_restarts_from_its_journal_without_doub
             if s in other.ledger.certificates:
                 assert other.ledger.certificates[s].value.hash == cert.value.hash
         for n in c.nodes:
-            culprits = {Evidence.decode(e.encode()).signer for e in n.evidence_pool.values()}
+            culprits = {Evidence.decode(e.encode()).signer for e in n.chain.evidence_pool.values()}
             assert identity(2).public_key not in culprits
         assert restarted.storage.votes(voted_slot)[: len(before)] == before
 

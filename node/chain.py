@@ -1,0 +1,164 @@
+"""The certificates this node holds: applying, storing and spreading them; evidence; catch-up.
+
+Every certificate, whichever door it came through (this node's own agreement,
+gossip, catch-up), goes through `commit`: verified against the ledger's
+directors for its slot, stored, counted, announced to waiters (`decided`), and
+gossiped on unless it came from catch-up. The evidence pool lives here too,
+because certificates are what empties it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import trio
+from libp2p.peer.id import ID
+
+from consensus.certificate import Certificate
+from consensus.evidence import Evidence
+from consensus.ledger import Ledger, LedgerError
+from consensus.messages import DecodeError, sha256
+from network.topics import Topic
+from node.metrics import NodeMetrics
+from node.recipes import Publisher, RecipeQueue
+from node.storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+class CertificateSource(Protocol):
+    """Where catch-up asks: connected peers, and a fetch of certificates from one of them."""
+
+    def connected_peers(self) -> list[ID]: ...
+
+    async def fetch(self, peer: ID, start: int, count: int) -> Sequence[bytes]: ...
+
+    def penalize(self, peer: ID, reason: str) -> None: ...
+
+
+class ChainKeeper:
+    def __init__(
+        self,
+        ledger: Ledger,
+        storage: Storage,
+        recipes: RecipeQueue,
+        metrics: NodeMetrics,
+        wall: Callable[[], float],
+        *,
+        catch_up_batch: int,
+    ) -> None:
+        self.ledger = ledger
+        self._storage = storage
+        self._recipes = recipes
+        self._metrics = metrics
+        self._wall = wall
+        self._batch = catch_up_batch
+        self.evidence_pool: dict[bytes, Evidence] = {e.hash: e for e in storage.evidence()}
+        self._decided: dict[int, trio.Event] = {}
+        self._catch_up_wanted = trio.Event()
+        self.gossip: Publisher | None = None  # set once the host is up; nothing is published before
+
+    def restore(self) -> None:
+        """Rebuild the ledger from stored certificates, in slot order."""
+        for cert in self._storage.certificates():
+            try:
+                self.ledger.apply(cert)
+            except LedgerError as exc:
+                log.error("stored certificate for slot %d not applied: %s", cert.slot, exc)
+                break
+        last = self._storage.last_certified_slot()
+        if last is not None:
+            self._metrics.last_certified_slot.set(last)
+
+    def decided(self, slot: int) -> trio.Event:
+        """Set once a certificate for `slot` is held, from any source."""
+        return self._decided.setdefault(slot, trio.Event())
+
+    def forget_before(self, oldest: int) -> None:
+        for old in [s for s in self._decided if s < oldest]:
+            del self._decided[old]
+
+    async def _publish(self, topic: Topic, data: bytes) -> None:
+        if self.gossip is None:
+            return
+        try:
+            await self.gossip.publish(topic, data)
+        except ValueError as exc:  # our own message failing our own checks is a bug worth a loud log
+            log.error("not published on %s: %s", topic.value, exc)
+
+    async def commit(self, cert: Certificate, source: str) -> bool:
+        """Apply, store and spread a certificate; False if it does not fit the ledger (yet)."""
+        if cert.slot in self.ledger.certificates:
+            return True
+        try:
+            self.ledger.apply(cert)
+        except LedgerError as exc:
+            log.warning("certificate for slot %d from %s not applied: %s", cert.slot, source, exc)
+            self.want_catch_up()
+            return False
+        self._storage.put_certificate(cert, self._wall())
+        self._metrics.certificates.labels(source).inc()
+        self._metrics.last_certified_slot.set(max(self.ledger.certificates))
+        for data in cert.value.evidence:
+            self.evidence_pool.pop(sha256(data), None)
+        if cert.value.next_recipe is not None:
+            self._recipes.committed(cert.value.next_recipe)
+        self.decided(cert.slot).set()
+        if source != "catch-up":
+            await self._publish(Topic.CERTIFICATES, cert.encode())
+        log.info("slot %d certified (round %d, from %s)", cert.slot, cert.round, source)
+        return True
+
+    async def take_evidence(self, ev: Evidence, *, publish: bool) -> None:
+        if ev.hash in self.evidence_pool:
+            return
+        self.evidence_pool[ev.hash] = ev
+        self._storage.put_evidence(ev)
+        self._metrics.evidence.inc()
+        log.warning("evidence: director %s equivocated in slot %d", ev.signer.hex()[:12], ev.slot)
+        if publish:
+            await self._publish(Topic.EVIDENCE, ev.encode())
+
+    # -- catching up ----------------------------------------------------------------------------------
+    def want_catch_up(self) -> None:
+        self._catch_up_wanted.set()
+
+    @property
+    def catch_up_pending(self) -> bool:
+        """A catch-up was asked for and has not started yet."""
+        return self._catch_up_wanted.is_set()
+
+    async def catch_up_loop(self, source: CertificateSource) -> None:
+        while True:
+            await self._catch_up_wanted.wait()
+            self._catch_up_wanted = trio.Event()
+            await self.catch_up(source)
+
+    async def catch_up(self, source: CertificateSource) -> int:
+        """Ask connected peers for certificates after our newest; apply those that verify, in order."""
+        applied = 0
+        peers = source.connected_peers()
+        random.shuffle(peers)
+        for peer in peers[:3]:
+            start = max(self.ledger.certificates, default=-1) + 1
+            try:
+                batch = await source.fetch(peer, start, self._batch)
+            except Exception as exc:  # that peer could not help; ask the next
+                log.debug("catch-up from %s failed: %s", peer, exc)
+                continue
+            for data in batch:
+                try:
+                    cert = Certificate.decode(data)
+                except DecodeError:
+                    source.penalize(peer, "bad_certificate")
+                    break
+                if await self.commit(cert, "catch-up"):
+                    applied += 1
+                else:
+                    break
+            if len(batch) < self._batch:
+                break
+        return applied

@@ -1,0 +1,160 @@
+"""The node's components alone, without a host: the chain keeper and the recipe queue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import trio
+from libp2p.peer.id import ID
+
+from consensus.certificate import Certificate
+from consensus.evidence import Evidence
+from consensus.ledger import Ledger
+from consensus.membership import Genesis
+from consensus.messages import Precommit, Prevote, Value, sha256
+from generation.recipe import Recipe
+from network.topics import Topic
+from node.chain import ChainKeeper
+from node.metrics import NodeMetrics
+from node.recipes import FALLBACK_RECIPE, RecipeQueue
+from node.storage import Storage
+from tests.consensus.conftest import keys, validators
+
+SIGNERS = keys(6, "comp")
+BY_KEY = {s.public_key: s for s in SIGNERS}
+GENESIS = Genesis(validators(SIGNERS), genesis_time=0.0, seed=b"components")
+
+
+def recipe(script: str) -> Recipe:
+    return Recipe.parse(
+        {"audio_track": {"script": script, "voice_id": "morty"}, "visual_track": {"prompt": "a desk"}}
+    )
+
+
+def certify(ledger: Ledger, slot: int, value: Value, signers: int = 4) -> Certificate:
+    directors = ledger.directors(slot)
+    sigs = tuple(
+        sorted(
+            (d, Precommit(slot, 0, value.hash).signed_by(BY_KEY[d], ledger.chain_id).signature)
+            for d in directors[:signers]
+        )
+    )
+    return Certificate(slot, 0, value, sigs)
+
+
+class Published:
+    def __init__(self) -> None:
+        self.messages: list[tuple[Topic, bytes]] = []
+
+    async def publish(self, topic: Topic, data: bytes) -> None:
+        self.messages.append((topic, data))
+
+
+class Peers:
+    """A catch-up source: one peer that answers with the given batch."""
+
+    def __init__(self, batch: Sequence[bytes]) -> None:
+        self.batch = batch
+        self.penalized: list[str] = []
+        self.asked: list[int] = []
+
+    def connected_peers(self) -> list[ID]:
+        return [ID(b"peer-one")]
+
+    async def fetch(self, peer: ID, start: int, count: int) -> Sequence[bytes]:
+        self.asked.append(start)
+        return self.batch
+
+    def penalize(self, peer: ID, reason: str) -> None:
+        self.penalized.append(reason)
+
+
+def keeper(tmp_path: Path) -> tuple[ChainKeeper, RecipeQueue, Storage, Published]:
+    ledger = Ledger(GENESIS)
+    storage = Storage(tmp_path / "node.sqlite", GENESIS.chain_id)
+    recipes = RecipeQueue(ledger, Recipe.parse(FALLBACK_RECIPE), limit=4)
+    chain = ChainKeeper(ledger, storage, recipes, NodeMetrics(), lambda: 100.0, catch_up_batch=8)
+    chain.gossip = published = Published()
+    return chain, recipes, storage, published
+
+
+@pytest.mark.trio
+async def test_a_certificate_is_applied_stored_announced_and_spread_once(tmp_path: Path) -> None:
+    chain, recipes, storage, published = keeper(tmp_path)
+    recipes.queue(recipe("queued"))
+    data = recipe("queued").canonical_bytes()
+    cert = certify(chain.ledger, 3, Value(sha256(b"m3"), data))
+    waiter = chain.decided(3)
+    assert await chain.commit(cert, "gossip")
+    assert waiter.is_set() and storage.last_certified_slot() == 3
+    assert published.messages == [(Topic.CERTIFICATES, cert.encode())]
+    assert recipes.next_recipe() is None  # the certificate fixed the queued recipe
+    assert await chain.commit(cert, "gossip") and len(published.messages) == 1  # already held: not again
+
+
+@pytest.mark.trio
+async def test_a_certificate_that_does_not_verify_is_refused_and_asks_for_catch_up(tmp_path: Path) -> None:
+    chain, _, storage, published = keeper(tmp_path)
+    short = certify(chain.ledger, 2, Value(sha256(b"m2")), signers=3)  # below the quorum of 4
+    assert not await chain.commit(short, "gossip")
+    assert storage.last_certified_slot() is None and not published.messages
+    assert chain.catch_up_pending
+
+
+@pytest.mark.trio
+async def test_catch_up_applies_in_order_and_penalizes_garbage(tmp_path: Path) -> None:
+    chain, _, storage, published = keeper(tmp_path)
+    good = [certify(chain.ledger, s, Value(sha256(b"m%d" % s))).encode() for s in range(3)]
+    peers = Peers([*good, b"\xff not a certificate", good[0]])
+    assert await chain.catch_up(peers) == 3
+    assert peers.penalized == ["bad_certificate"] and peers.asked == [0]
+    assert storage.last_certified_slot() == 2
+    assert not published.messages  # what catch-up brings is not gossiped again
+
+
+@pytest.mark.trio
+async def test_evidence_is_kept_once_and_published_only_when_asked(tmp_path: Path) -> None:
+    chain, _, storage, published = keeper(tmp_path)
+    key = SIGNERS[0]
+    ev = Evidence.of(
+        Prevote(1, 0, sha256(b"a")).signed_by(key, GENESIS.chain_id),
+        Prevote(1, 0, None).signed_by(key, GENESIS.chain_id),
+    )
+    await chain.take_evidence(ev, publish=False)
+    await chain.take_evidence(ev, publish=True)  # already held: neither stored nor published again
+    assert list(chain.evidence_pool) == [ev.hash] and [e.hash for e in storage.evidence()] == [ev.hash]
+    assert not published.messages
+
+
+def test_the_recipe_queue_is_bounded_and_skips_committed_recipes(tmp_path: Path) -> None:
+    ledger = Ledger(GENESIS)
+    queue = RecipeQueue(ledger, Recipe.parse(FALLBACK_RECIPE), limit=2)
+    for name in ("one", "two", "three"):
+        queue.queue(recipe(name))
+    assert len(queue) == 2  # the oldest dropped
+    assert queue.next_recipe() == recipe("two").canonical_bytes()
+    queue.committed(recipe("two").canonical_bytes())
+    assert queue.next_recipe() == recipe("three").canonical_bytes()
+
+
+def test_each_slot_plays_its_certified_recipe_or_says_why_not(tmp_path: Path) -> None:
+    ledger = Ledger(GENESIS)
+    queue = RecipeQueue(ledger, Recipe.parse(FALLBACK_RECIPE), limit=2)
+    fallback, note = queue.recipe_for(5)
+    assert fallback is queue.fallback and note is not None and "no recipe committed" in note
+    ledger.apply(certify(ledger, 4, Value(sha256(b"m4"), recipe("next").canonical_bytes())))
+    ledger.apply(certify(ledger, 6, Value(sha256(b"m6"), b'{"audio_track": 1}')))
+    chosen, note = queue.recipe_for(5)
+    assert chosen.canonical_bytes() == recipe("next").canonical_bytes() and note is None
+    unusable, note = queue.recipe_for(7)
+    assert unusable is queue.fallback and note is not None and "unusable" in note
+
+
+@pytest.mark.trio
+async def test_the_chain_keeper_publishes_nothing_before_the_host_is_up(tmp_path: Path) -> None:
+    chain, *_ = keeper(tmp_path)
+    chain.gossip = None
+    with trio.fail_after(1):
+        assert await chain.commit(certify(chain.ledger, 0, Value(sha256(b"m0"))), "agreement")
