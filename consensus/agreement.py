@@ -292,9 +292,9 @@ class SlotAgreement:
         if isinstance(msg, Proposal):
             if msg.signer != self.proposer(msg.round):
                 return
-            held = self.proposals.setdefault(msg.round, [])
-            if msg not in held:
-                held.append(msg)
+            proposed = self.proposals.setdefault(msg.round, [])
+            if msg not in proposed:
+                proposed.append(msg)
                 self.values.setdefault(msg.value.hash, msg.value)
         elif isinstance(msg, Prevote):
             self.prevotes.setdefault(msg.round, {}).setdefault(msg.signer, set()).add(msg.value_hash)

@@ -39,10 +39,10 @@ MAX_EVIDENCE_AGE = 16  # slots: how long after an equivocation its evidence can 
 
 @dataclass(frozen=True)
 class SignedHeader:
-    header: list
+    header: list[Any]
     signature: bytes
 
-    def to_cbor(self) -> list:
+    def to_cbor(self) -> list[Any]:
         return [self.header, self.signature]
 
 
@@ -70,7 +70,7 @@ class Evidence:
     def round(self) -> int:
         return -1 if self.kind == "announce" else int(self.first.header[1])
 
-    def conflict_key(self) -> tuple:
+    def conflict_key(self) -> tuple[Any, ...]:
         return (self.kind, self.signer, self.slot, self.round)
 
     def encode(self) -> bytes:
@@ -148,8 +148,8 @@ class EquivocationDetector:
     """Remembers the first message per (kind, signer, slot, round) and reports a different second one."""
 
     def __init__(self) -> None:
-        self._first: dict[tuple, Signed] = {}
-        self._reported: set[tuple] = set()
+        self._first: dict[tuple[Any, ...], Signed] = {}
+        self._reported: set[tuple[Any, ...]] = set()
 
     def observe(self, msg: Signed) -> Evidence | None:
         """New evidence, or None (also for a conflict already reported)."""

@@ -15,6 +15,7 @@ correct director did before a crash is undone by the crash:
 
 from __future__ import annotations
 
+from types import EllipsisType
 from typing import Protocol
 
 # (round, step, value_hash, data): round -1 for the announcement; data is the signed proposal for
@@ -23,7 +24,7 @@ JournalEntry = tuple[int, str, bytes | None, bytes | None]
 
 
 class VoteJournal(Protocol):
-    def recorded(self, slot: int, round_: int, step: str) -> bytes | None | type[...]:
+    def recorded(self, slot: int, round_: int, step: str) -> bytes | None | EllipsisType:
         """The value hash recorded for (slot, round, step); `...` (Ellipsis) if none; None means nil."""
 
     def record(
@@ -41,7 +42,7 @@ class MemoryJournal:
     def __init__(self) -> None:
         self._votes: dict[tuple[int, int, str], tuple[bytes | None, bytes | None]] = {}
 
-    def recorded(self, slot: int, round_: int, step: str) -> bytes | None | type[...]:
+    def recorded(self, slot: int, round_: int, step: str) -> bytes | None | EllipsisType:
         held = self._votes.get((slot, round_, step))
         return ... if held is None else held[0]
 

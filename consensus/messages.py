@@ -23,17 +23,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from consensus.crypto import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Signer, verify
-from consensus.wire import (  # noqa: F401 - DecodeError, canonical, decode_cbor, sha256: part of this API
+from consensus.wire import (  # DecodeError, canonical, decode_cbor, sha256: re-exported, part of this API
     HASH_BYTES,
-    DecodeError,
-    canonical,
     check_bytes,
     check_int,
     check_list,
     check_opt_hash,
-    decode_cbor,
-    sha256,
 )
+from consensus.wire import DecodeError as DecodeError
+from consensus.wire import canonical as canonical
+from consensus.wire import decode_cbor as decode_cbor
+from consensus.wire import sha256 as sha256
 
 VERSION = 1
 DOMAIN = b"icn-consensus/2"  # /2: signatures cover the header, not the body
@@ -82,7 +82,7 @@ def cosine(a: bytes, b: bytes) -> float:
     nb = sum(y * y for y in vb) ** 0.5
     if na == 0 or nb == 0:
         return -1.0
-    return dot / (na * nb)
+    return float(dot / (na * nb))
 
 
 # -- values --------------------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class Value:
     next_recipe: bytes | None = None
     evidence: tuple[bytes, ...] = ()
 
-    def to_cbor(self) -> list:
+    def to_cbor(self) -> list[Any]:
         return [self.candidate, self.next_recipe, list(self.evidence)]
 
     @classmethod
@@ -141,20 +141,20 @@ class Signed:
     signature: bytes = field(default=b"", kw_only=True, compare=False)
 
     # subclasses
-    def body(self) -> list:
+    def body(self) -> list[Any]:
         raise NotImplementedError
 
-    def header(self) -> list:
+    def header(self) -> list[Any]:
         """What the signature covers: the body, large fields by their hash (see the module's docstring)."""
         return self.body()
 
     @classmethod
-    def check_header(cls, header: Any) -> list:
+    def check_header(cls, header: Any) -> list[Any]:
         """A header received inside evidence, type-checked; raises DecodeError."""
         return check_list(cls.from_body(header, b"", b"").header(), cls.KIND)
 
     @classmethod
-    def from_body(cls, body: list, signer: bytes, signature: bytes) -> Signed:
+    def from_body(cls, body: list[Any], signer: bytes, signature: bytes) -> Signed:
         raise NotImplementedError
 
     @property
@@ -180,12 +180,12 @@ class Signed:
     def message_id(self) -> bytes:
         return sha256(self.encode())
 
-    def conflict_key(self) -> tuple:
+    def conflict_key(self) -> tuple[Any, ...]:
         """Two messages with this key and different headers are an equivocation."""
         return (self.KIND, self.signer, self.slot, self.round)
 
 
-def header_signing_bytes(chain_id: bytes, kind: str, header: list, signer: bytes) -> bytes:
+def header_signing_bytes(chain_id: bytes, kind: str, header: list[Any], signer: bytes) -> bytes:
     """The bytes a signature covers (shared by messages and by evidence, which holds only headers)."""
     return canonical([DOMAIN, chain_id, VERSION, kind, header, signer])
 
@@ -199,7 +199,7 @@ class Announce(Signed):
     self_check: bool
     content_hash: bytes
 
-    def body(self) -> list:
+    def body(self) -> list[Any]:
         return [
             self.slot,
             self.recipe_hash,
@@ -209,7 +209,7 @@ class Announce(Signed):
             self.content_hash,
         ]
 
-    def header(self) -> list:
+    def header(self) -> list[Any]:
         return [
             self.slot,
             self.recipe_hash,
@@ -220,7 +220,7 @@ class Announce(Signed):
         ]
 
     @classmethod
-    def check_header(cls, header: Any) -> list:
+    def check_header(cls, header: Any) -> list[Any]:
         h = check_list(header, "announce header", length=6)
         if type(h[4]) is not bool:
             raise DecodeError("bad_field", "self_check must be a boolean")
@@ -235,7 +235,7 @@ class Announce(Signed):
         return h
 
     @classmethod
-    def from_body(cls, body: list, signer: bytes, signature: bytes) -> Announce:
+    def from_body(cls, body: list[Any], signer: bytes, signature: bytes) -> Announce:
         b = check_list(body, "announce", length=6)
         if type(b[4]) is not bool:
             raise DecodeError("bad_field", "self_check must be a boolean")
@@ -262,14 +262,14 @@ class Proposal(Signed):
     def round(self) -> int:
         return self.round_
 
-    def body(self) -> list:
+    def body(self) -> list[Any]:
         return [self.slot, self.round_, self.value.to_cbor(), self.pol_round]
 
-    def header(self) -> list:
+    def header(self) -> list[Any]:
         return [self.slot, self.round_, self.value.hash, self.pol_round]
 
     @classmethod
-    def check_header(cls, header: Any) -> list:
+    def check_header(cls, header: Any) -> list[Any]:
         h = check_list(header, "proposal header", length=4)
         check_int(h[0], "slot", 0, 2**62)
         _check_rounds(h[1], h[3])
@@ -277,7 +277,7 @@ class Proposal(Signed):
         return h
 
     @classmethod
-    def from_body(cls, body: list, signer: bytes, signature: bytes) -> Proposal:
+    def from_body(cls, body: list[Any], signer: bytes, signature: bytes) -> Proposal:
         b = check_list(body, "proposal", length=4)
         round_, pol = _check_rounds(b[1], b[3])
         return cls(
@@ -299,11 +299,11 @@ class _Vote(Signed):
     def round(self) -> int:
         return self.round_
 
-    def body(self) -> list:
+    def body(self) -> list[Any]:
         return [self.slot, self.round_, self.value_hash]
 
     @classmethod
-    def from_body(cls, body: list, signer: bytes, signature: bytes) -> _Vote:
+    def from_body(cls, body: list[Any], signer: bytes, signature: bytes) -> _Vote:
         b = check_list(body, cls.KIND, length=3)
         return cls(
             check_int(b[0], "slot", 0, 2**62),

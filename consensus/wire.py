@@ -53,7 +53,7 @@ def check_opt_hash(v: Any, name: str) -> bytes | None:
     return None if v is None else check_bytes(v, name, HASH_BYTES)
 
 
-def check_list(v: Any, name: str, length: int | None = None, max_length: int | None = None) -> list:
+def check_list(v: Any, name: str, length: int | None = None, max_length: int | None = None) -> list[Any]:
     if type(v) is not list:
         raise DecodeError("bad_field", f"{name} must be an array")
     if length is not None and len(v) != length:

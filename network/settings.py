@@ -75,8 +75,18 @@ class ReconnectSettings(_Strict):
 
 class NetworkSettings(_Strict):
     # Loopback unless the operator says otherwise: exposing the node is a choice (node.template, README).
-    listen: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/4001",)
-    bootstrap: tuple[str, ...] = ()
+    listen: tuple[str, ...] = Field(
+        ("/ip4/127.0.0.1/tcp/4001",),
+        description=(
+            "where libp2p listens. Loopback reaches only this machine; to take part in a network, listen "
+            'where peers can dial you (e.g. "/ip4/0.0.0.0/tcp/4001", all interfaces) and open that port. '
+            "Everything a peer sends there is size-checked and validated before use, and a bad message "
+            "only costs its sender"
+        ),
+    )
+    bootstrap: tuple[str, ...] = Field(
+        (), description='peers to dial first, e.g. "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW..."'
+    )
     gossip: GossipSettings = GossipSettings()
     media: MediaSettings = MediaSettings()
     reconnect: ReconnectSettings = ReconnectSettings()

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 COMMANDS_GROUP = "icn_node.commands"  # entry points: a function taking the subparsers to add to
@@ -108,6 +109,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     import time
 
     from network.identity import load_key_file, write_key_file
+    from node.settings import ChainSection, NodeSection, NodeSettings, ValidatorEntry
     from node.template import render
 
     out, key = Path(args.out), Path(args.key)
@@ -117,16 +119,17 @@ def _cmd_init(args: argparse.Namespace) -> int:
     key_path = key if key.is_absolute() else out.parent / key
     identity = load_key_file(key_path) if key_path.exists() else write_key_file(key_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        render(
-            key_file=str(key),
-            public_key=identity.public_key.hex(),
-            genesis_time=time.time() + 60,
+    settings = NodeSettings(
+        node=NodeSection(key_file=str(key)),
+        chain=ChainSection(
+            genesis_time=float(round(time.time() + 60)),
             seed=args.seed,
-            region=args.region,
-            config_name=out.name,
-        )
+            validators=(
+                ValidatorEntry(public_key=identity.public_key.hex(), region=args.region, reputation=1.0),
+            ),
+        ),
     )
+    out.write_text(render(settings, config_name=out.name))
     print(f"wrote {out} (a one-validator chain starting in a minute; edit [chain] to join a network)")
     print(f"key {key_path}: peer id {identity.peer_id}")
     return EXIT_OK
@@ -200,7 +203,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     os._exit(EXIT_OK)
 
 
-def _http_call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict]:
+def _http_call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, dict[str, Any]]:
     import json
     import urllib.error
     import urllib.request
@@ -398,7 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # handler, as logging.basicConfig's beside it, printed every line twice)
     logs.configure("text", "DEBUG" if args.verbose else "WARNING")
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except VortexError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(exc, ValueError | FileNotFoundError) else EXIT_FAILED

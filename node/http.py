@@ -12,8 +12,12 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:  # trio's own types are shadowed for mypy by trio-typing's stubs (a libp2p dependency)
+    from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,9 @@ async def _read_request(stream: trio.SocketStream) -> tuple[str, str, bytes]:
     return method, path, body[:length]
 
 
-async def serve(host: str, port: int, handler: Handler, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    host: str, port: int, handler: Handler, *, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
     async def one(stream: trio.SocketStream) -> None:
         try:
             with trio.fail_after(REQUEST_TIMEOUT_SEC):

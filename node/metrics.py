@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 12, 15, 20, 30, 45, 60)
@@ -14,10 +15,10 @@ PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 12, 15, 20, 30, 45, 60)
 class _Live(Collector):
     """Metrics read from other components' own counters when scraped."""
 
-    def __init__(self, read: Callable[[], Iterable]) -> None:
+    def __init__(self, read: Callable[[], Iterable[Metric]]) -> None:
         self._read = read
 
-    def collect(self) -> Iterable:
+    def collect(self) -> Iterable[Metric]:
         yield from self._read()
 
 
@@ -45,7 +46,7 @@ class NodeMetrics:
         self.media_fetched_bytes = Counter("icn_media_fetched_bytes", "Media bytes downloaded", registry=r)
         self.evidence = Counter("icn_evidence", "Equivocation evidence seen", registry=r)
 
-    def watch(self, read: Callable[[], Iterable]) -> None:
+    def watch(self, read: Callable[[], Iterable[Metric]]) -> None:
         """Add metrics computed at scrape time (peers, message counters, bytes served)."""
         self.registry.register(_Live(read))
 

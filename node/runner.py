@@ -14,14 +14,18 @@ import signal
 
 import trio
 
+from generation.pipeline import VortexPipeline
+from network.identity import Identity
 from node.node import Node
 from node.settings import NodeSettings
 
 log = logging.getLogger(__name__)
 
 
-async def run_until_signal(settings: NodeSettings, **node_kwargs: object) -> None:
-    node = Node(settings, **node_kwargs)
+async def run_until_signal(
+    settings: NodeSettings, *, engine: VortexPipeline | None = None, identity: Identity | None = None
+) -> None:
+    node = Node(settings, engine=engine, identity=identity)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(node.run)

@@ -41,22 +41,27 @@ def _host_port(value: str) -> str:
 
 
 class NodeSection(_Strict):
-    key_file: str = "node.key"
-    storage_dir: str = "data"
-    # Prometheus metrics (/metrics), status (/status) and recipe submission (POST /recipes).
-    http_addr: str = "127.0.0.1:9464"
-    log_format: Literal["text", "json"] = "text"
+    key_file: str = Field("node.key", description="from `icn-node keygen`; mode 0600")
+    storage_dir: str = Field("data", description="SQLite state and content-addressed media")
+    http_addr: str = Field(
+        "127.0.0.1:9464", description="GET /metrics (Prometheus), GET /status, POST /recipes"
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description='or "json": one object per line, with slot and phase'
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    generation_config: str | None = None  # the seed's YAML engine config, instead of [generation]
-    fallback_recipe: str | None = None  # JSON recipe played when the chain names none
+    generation_config: str | None = Field(
+        None, description="the seed's YAML engine config, instead of [generation]"
+    )
+    fallback_recipe: str | None = Field(None, description="JSON recipe played when the chain names none")
 
     _addr = field_validator("http_addr")(classmethod(lambda cls, v: _host_port(v)))
 
 
 class ValidatorEntry(_Strict):
     public_key: str = Field(description="hex of the validator's 32-byte Ed25519 public key")
-    region: str = Field(min_length=1, max_length=64)
-    reputation: float = Field(0.0, ge=0, le=1e6)
+    region: str = Field(min_length=1, max_length=64, description="at most max_directors_per_region a slot")
+    reputation: float = Field(0.0, ge=0, le=1e6, description="weighs its election chance")
 
     @field_validator("public_key")
     @classmethod
@@ -71,14 +76,20 @@ class ValidatorEntry(_Strict):
 
 
 class ChainSection(_Strict):
-    genesis_time: float | datetime = Field(description="Unix seconds or an RFC 3339 time")
-    seed: str = ""
-    slot_sec: float = Field(45.0, gt=0, le=3600)
-    directors_per_slot: int = Field(5, ge=1, le=100)
-    max_directors_per_region: int = Field(2, ge=1, le=100)
-    cooldown_slots: int = Field(0, ge=0, le=1000)
-    evidence_lag: int = Field(2, ge=1, le=100)
-    validators: tuple[ValidatorEntry, ...] = Field(min_length=1)
+    """Every node of a network has the same [chain] table: it is the genesis, and its hash the chain id."""
+
+    genesis_time: float | datetime = Field(description="Unix seconds or an RFC 3339 time; slot 0 starts here")
+    seed: str = Field("", description="the network's election seed")
+    slot_sec: float = Field(Genesis.slot_sec, gt=0, le=3600)
+    directors_per_slot: int = Field(Genesis.directors_per_slot, ge=1, le=100)
+    max_directors_per_region: int = Field(Genesis.max_directors_per_region, ge=1, le=100)
+    cooldown_slots: int = Field(
+        Genesis.cooldown_slots, ge=0, le=1000, description="validators drawn for this many slots before rest"
+    )
+    evidence_lag: int = Field(
+        Genesis.evidence_lag, ge=1, le=100, description="slots before committed evidence bars its signer"
+    )
+    validators: tuple[ValidatorEntry, ...] = Field(min_length=1, description="one table per validator")
 
     @model_validator(mode="after")
     def _distinct(self) -> ChainSection:
@@ -125,27 +136,36 @@ class SlotSection(_Strict):
     is propagation. The committed slot plays in the next slot.
     """
 
-    generation_end: float = Field(15.0, gt=0)
-    verification_end: float = Field(17.0, gt=0)
-    agreement_end: float = Field(30.0, gt=0)
+    generation_end: float = Field(15.0, gt=0, description="audio + actor 0-12 s, warp 12-15 s")
+    verification_end: float = Field(17.0, gt=0, description="CLIP check and encoding")
+    agreement_end: float = Field(30.0, gt=0, description="then propagation until the slot ends")
 
 
 class AgreementSection(_Strict):
-    timeout_propose: float = Field(3.0, gt=0, le=600)
-    timeout_prevote: float = Field(1.0, gt=0, le=600)
-    timeout_precommit: float = Field(1.0, gt=0, le=600)
-    timeout_delta: float = Field(0.5, ge=0, le=600)
-    threshold_b: float = Field(0.9, ge=-1, le=1)
-    threshold_l: float = Field(0.9, ge=-1, le=1)
-    require_self_check: bool = True
+    """Consensus timeouts and thresholds; their defaults are the protocol's (`AgreementConfig`)."""
+
+    timeout_propose: float = Field(AgreementConfig.timeout_propose, gt=0, le=600)
+    timeout_prevote: float = Field(AgreementConfig.timeout_prevote, gt=0, le=600)
+    timeout_precommit: float = Field(AgreementConfig.timeout_precommit, gt=0, le=600)
+    timeout_delta: float = Field(AgreementConfig.timeout_delta, ge=0, le=600, description="added per round")
+    threshold_b: float = Field(
+        AgreementConfig.threshold_b,
+        ge=-1,
+        le=1,
+        description="cosine agreement of two directors' CLIP-B embeddings",
+    )
+    threshold_l: float = Field(AgreementConfig.threshold_l, ge=-1, le=1)
+    require_self_check: bool = AgreementConfig.require_self_check
 
     def config(self) -> AgreementConfig:
         return AgreementConfig(**self.model_dump())
 
 
 class LimitsSection(_Strict):
-    recipe_queue: int = Field(64, ge=1, le=100_000)
-    catch_up_batch: int = Field(64, ge=1, le=10_000)
+    recipe_queue: int = Field(
+        64, ge=1, le=100_000, description="recipes waiting to be proposed; oldest dropped"
+    )
+    catch_up_batch: int = Field(64, ge=1, le=10_000, description="certificates asked of a peer at once")
 
 
 class NodeSettings(_Strict):
@@ -228,6 +248,9 @@ class NodeSettings(_Strict):
         def resolve(p: str | None) -> str | None:
             return p if p is None or Path(p).is_absolute() else str(base / p)
 
+        def resolve_dir(p: Path | None) -> Path | None:
+            return p if p is None or p.is_absolute() else base / p
+
         node = self.node.model_copy(
             update={
                 "key_file": resolve(self.node.key_file),
@@ -238,8 +261,8 @@ class NodeSettings(_Strict):
         models = self.generation.models
         models = models.model_copy(
             update={
-                "weights_dir": None if models.weights_dir is None else Path(resolve(str(models.weights_dir))),
-                "cache_dir": None if models.cache_dir is None else Path(resolve(str(models.cache_dir))),
+                "weights_dir": resolve_dir(models.weights_dir),
+                "cache_dir": resolve_dir(models.cache_dir),
             }
         )
         generation = self.generation.model_copy(update={"models": models})

@@ -18,6 +18,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from consensus.certificate import Certificate
@@ -112,7 +113,8 @@ class Storage:
         return dict(self._db.execute("SELECT slot, received_at FROM certificates"))
 
     def last_certified_slot(self) -> int | None:
-        return self._db.execute("SELECT MAX(slot) FROM certificates").fetchone()[0]
+        slot: int | None = self._db.execute("SELECT MAX(slot) FROM certificates").fetchone()[0]
+        return slot
 
     def put_evidence(self, ev: Evidence) -> None:
         with self._tx():
@@ -125,7 +127,7 @@ class Storage:
         return [Evidence.decode(r[0]) for r in self._db.execute("SELECT data FROM evidence ORDER BY slot")]
 
     # -- the vote journal (consensus.journal.VoteJournal) ---------------------------------------------
-    def recorded(self, slot: int, round_: int, step: str) -> bytes | None | type[...]:
+    def recorded(self, slot: int, round_: int, step: str) -> bytes | None | EllipsisType:
         row = self._db.execute(
             "SELECT value FROM votes WHERE slot=? AND round=? AND step=?", (slot, round_, step)
         ).fetchone()

@@ -1,80 +1,103 @@
-"""The commented example config that `icn-node init` writes."""
+"""The commented config `icn-node init` writes, rendered from the typed settings.
+
+Every default lives once, in the settings models (`node.settings` and the
+`[network]` and `[generation]` models it includes); this module only prints a
+settings object as TOML, each key with its field's description as a comment,
+so the file an operator starts from cannot drift from what the node assumes.
+`tests/node/test_template.py` parses the rendered file back and compares.
+"""
 
 from __future__ import annotations
 
-TEMPLATE = """\
+import enum
+import json
+import math
+import textwrap
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from node.settings import NodeSettings
+
+COMMENT_COLUMN = 40
+LINE_WIDTH = 110  # a description that does not fit beside its key goes above it, wrapped
+
+HEADER = """\
 # ICN node configuration. Check it with `icn-node config check {config_name}`.
-# Relative paths are relative to this file's folder.
-
-[node]
-key_file = "{key_file}"          # from `icn-node keygen`; mode 0600
-storage_dir = "data"             # SQLite state and content-addressed media
-http_addr = "127.0.0.1:9464"     # GET /metrics (Prometheus), GET /status, POST /recipes
-log_format = "text"              # or "json": one object per line, with slot and phase
-log_level = "INFO"
-# fallback_recipe = "fallback.json"   # played when the chain names no recipe
-# generation_config = "vortex.yaml"   # the seed's engine YAML, instead of [generation] below
-
-[chain]
-# Every node of a network has the same [chain] table: it is the genesis, and its hash the chain id.
-genesis_time = {genesis_time}     # Unix seconds (or an RFC 3339 time); slot 0 starts here
-seed = "{seed}"
-slot_sec = 45.0
-directors_per_slot = 5
-max_directors_per_region = 2
-cooldown_slots = 0
-evidence_lag = 2
-
-[[chain.validators]]             # one table per validator; this node's own key:
-public_key = "{public_key}"
-region = "{region}"
-reputation = 1.0
-
-[slot]                           # when each phase ends, seconds into the slot
-generation_end = 15.0            # audio + actor 0-12 s, warp 12-15 s
-verification_end = 17.0          # CLIP check and encoding
-agreement_end = 30.0             # then propagation until the slot ends
-
-[agreement]
-timeout_propose = 3.0
-timeout_prevote = 1.0
-timeout_precommit = 1.0
-timeout_delta = 0.5
-threshold_b = 0.9                # cosine agreement of two directors' CLIP embeddings
-threshold_l = 0.9
-require_self_check = true
-
-[network]
-# Where libp2p listens. Loopback reaches only this machine; to take part in a network, listen where
-# peers can dial you (e.g. "/ip4/0.0.0.0/tcp/4001", all interfaces) and open that port. Everything a
-# peer sends there is size-checked and validated before use, and a bad message only costs its sender.
-listen = ["/ip4/127.0.0.1/tcp/4001"]
-bootstrap = []                   # e.g. "/ip4/203.0.113.7/tcp/4001/p2p/12D3KooW..."
-
-[network.gossip]
-heartbeat_sec = 1.0
-
-[network.media]
-max_file_bytes = 67108864
-
-[generation]                     # the engine's settings (see generation/README.md)
-device = {{ name = "auto" }}       # cuda:0 when present
-vram = {{ soft_limit_gb = 11.0, hard_limit_gb = 11.5 }}
-models = {{ source = "auto", weights_dir = "weights" }}   # `icn-node weights download weights`
-
-[limits]
-recipe_queue = 64
+# Relative paths are relative to this file's folder. Every key below shows its default
+# (or, in [node] and [chain], what `icn-node init` chose); a key left out takes its default.
 """
 
 
-def render(
-    *, key_file: str, public_key: str, genesis_time: float, seed: str, region: str, config_name: str
-) -> str:
-    return TEMPLATE.format(
-        key_file=key_file,
-        public_key=public_key,
-        genesis_time=f"{genesis_time:.0f}",
-        seed=seed,
-        region=region,
-        config_name=config_name,
-    )
+def render(settings: NodeSettings, *, config_name: str) -> str:
+    lines = [HEADER.format(config_name=config_name).rstrip("\n")]
+    for name in type(settings).model_fields:
+        _table(lines, [name], getattr(settings, name))
+    return "\n".join(lines) + "\n"
+
+
+def _comment(text: str) -> list[str]:
+    return textwrap.wrap(text, LINE_WIDTH - 2, initial_indent="# ", subsequent_indent="# ")
+
+
+def _table(lines: list[str], path: list[str], model: BaseModel, *, array: bool = False) -> None:
+    body: list[str] = []
+    nested: list[tuple[str, BaseModel]] = []
+    arrays: list[tuple[str, list[BaseModel]]] = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            nested.append((name, value))
+            continue
+        if isinstance(value, tuple | list) and value and all(isinstance(v, BaseModel) for v in value):
+            arrays.append((name, list(value)))
+            continue
+        note = field.description or ""
+        if value is None:
+            body += _comment(f"{name}: not set{'; ' + note if note else ''}")
+            continue
+        line = f"{name} = {_value(value)}"
+        beside = f"{line.ljust(COMMENT_COLUMN)} # {note}"
+        if not note:
+            body.append(line)
+        elif len(line) < COMMENT_COLUMN and len(beside) <= LINE_WIDTH:
+            body.append(beside)
+        else:
+            body += [*_comment(note), line]
+    if body or array:  # a table with only sub-tables needs no header of its own
+        lines.append("")
+        doc = type(model).__doc__
+        if doc and "__doc__" in type(model).__dict__:
+            lines += _comment(" ".join(doc.strip().split("\n\n")[0].split()))
+        dotted = ".".join(path)
+        lines.append(f"[[{dotted}]]" if array else f"[{dotted}]")
+        lines += body
+    for name, sub in nested:
+        _table(lines, [*path, name], sub)
+    for name, items in arrays:
+        for item in items:
+            _table(lines, [*path, name], item, array=True)
+
+
+def _value(value: object) -> str:
+    """A TOML literal for one settings value (JSON's string escapes are TOML's)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return _value(value.value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for a settings value of type {type(value).__name__}")
