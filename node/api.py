@@ -2,7 +2,7 @@
 
 Routes: GET /metrics (Prometheus text), GET /status (JSON), POST /recipes (a
 recipe as JSON, checked by the one network rule and published before it is
-queued). The server itself, with its bounds, is `node.http`.
+queued). The server and its routes, with their bounds, are `node.web`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.metrics_core import Metric
 
-from generation.errors import RecipeError
-from generation.recipe import network_recipe
-from node.http import Handler, Response
+from network.identity import peer_id_of
 from node.metrics import NodeMetrics, counter, gauge
 
 if TYPE_CHECKING:
@@ -87,24 +85,44 @@ def watch_metrics(
     metrics.watch(live)
 
 
-def routes(node: Node) -> Handler:
-    async def handle(method: str, path: str, body: bytes) -> Response:
-        if path == "/metrics" and method == "GET":
-            return Response(200, node.metrics.render(), "text/plain; version=0.0.4")
-        if path == "/status" and method == "GET":
-            return Response.json(200, status(node))
-        if path == "/recipes":
-            if method != "POST":
-                return Response.json(405, {"error": "POST a recipe as JSON"})
-            try:
-                recipe = network_recipe(body)
-            except RecipeError as exc:
-                return Response.json(400, {"error": str(exc)})
-            try:
-                key = await node.submit_recipe(recipe)
-            except ValueError as exc:  # the gossip checks refused it (e.g. too large once framed)
-                return Response.json(400, {"error": str(exc)})
-            return Response.json(202, {"queued": key.hex(), "pending": len(node.recipes)})
-        return Response.json(404, {"error": f"no route {method} {path}"})
-
-    return handle
+def schedule(node: Node, count: int) -> dict[str, Any]:
+    """The last `count` slots up to the current one: what played, who directed, and the proof."""
+    now = node.current_slot()
+    first = max(0, now - count + 1)
+    arrivals = node.storage.certificate_arrivals(first)
+    slots = []
+    for slot in range(now, first - 1, -1):
+        cert = node.ledger.certificates.get(slot)
+        recipe, note = node.recipes.recipe_for(slot)
+        start = node.genesis.slot_start(slot)
+        entry: dict[str, Any] = {
+            "slot": slot,
+            "starts_at": start,
+            "directors": [str(peer_id_of(d)) for d in node.ledger.directors(slot)],
+            "recipe": {
+                "script": recipe.audio_track.script,
+                "prompt": recipe.visual_track.prompt,
+                "voice": recipe.audio_track.voice_id,
+                "fallback": note is not None,
+            },
+            "committed": cert is not None,
+        }
+        if cert is not None:
+            entry.update(
+                round=cert.round,
+                certificate=cert.hash.hex(),
+                media=cert.value.candidate.hex(),
+                committed_after_sec=round(arrivals[slot] - start, 3) if slot in arrivals else None,
+                held=node.media_path(slot) is not None,
+                mp4=f"/slots/{slot}.mp4",
+                cert=f"/slots/{slot}.cert",
+            )
+        slots.append(entry)
+    return {
+        "chain_id": node.chain_id.hex(),
+        "now": node.clock.now(),
+        "genesis_time": node.genesis.genesis_time,
+        "slot": now,
+        "slot_sec": node.genesis.slot_sec,
+        "slots": slots,
+    }

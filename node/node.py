@@ -40,11 +40,10 @@ from network.identity import Identity, load_key_file, peer_id_of
 from network.media.store import MediaStore
 from network.media.transfer import MediaService
 from network.topics import Topic
-from node import api, logs
+from node import api, logs, web
 from node.chain import ChainKeeper
 from node.clock import WallClock
 from node.engine import build_engine
-from node.http import serve
 from node.lifecycle import SlotLifecycle, SlotRecord, Studio
 from node.metrics import NodeMetrics
 from node.ports import Behaviour, Honest
@@ -134,7 +133,9 @@ class Node:
         self.gossip: Gossip | None = None
         self.media: MediaPropagation | None = None
         self.lifecycle: SlotLifecycle | None = None
-        self.http_port: int | None = None
+        self.http_port: int | None = None  # the operator face
+        self.public_port: int | None = None  # the public face (viewer, playlist, media)
+        self.token = web.read_token(settings.http.token_file)
         self.chain.restore()
 
     # -- ValidationContext (gossip checks) ------------------------------------------------------------
@@ -188,8 +189,18 @@ class Node:
                 sync = CertificateSync(net, self.storage.certificate_data)
                 api.watch_metrics(self.metrics, net, gossip, service, self.engine)
                 async with trio.open_nursery() as nursery:
-                    host, port = self.settings.node.http_addr.rsplit(":", 1)
-                    self.http_port = await nursery.start(serve, host, int(port), api.routes(self))
+                    http = self.settings.http
+                    operator_addr = self.settings.node.http_addr
+                    operator = web.Face(
+                        "operator", metrics=True, recipes_need_token=not web.is_loopback(operator_addr)
+                    )
+                    public = web.Face("public", metrics=False, recipes_need_token=True)
+                    self.http_port = await nursery.start(
+                        web.serve, web.build_app(self, operator, http, self.token), operator_addr, http
+                    )
+                    self.public_port = await nursery.start(
+                        web.serve, web.build_app(self, public, http, self.token), http.public_addr, http
+                    )
                     nursery.start_soon(self._votes_loop)
                     nursery.start_soon(self._certificates_loop)
                     nursery.start_soon(self._evidence_loop)
@@ -209,6 +220,13 @@ class Node:
 
     def status(self) -> dict[str, Any]:
         return api.status(self)
+
+    def media_path(self, slot: int) -> Path | None:
+        """The committed MP4 of `slot`, if this node holds it."""
+        cert = self.ledger.certificates.get(slot)
+        if cert is None or not self.media_store.has(cert.value.candidate):
+            return None
+        return self.media_store.path(cert.value.candidate)
 
     # -- gossip readers --------------------------------------------------------------------------------
     async def _votes_loop(self) -> None:

@@ -59,6 +59,11 @@ class RecipeQueue:
     def __len__(self) -> int:
         return len(self._pending)
 
+    @property
+    def full(self) -> bool:
+        """HTTP refuses (429) rather than push out a queued recipe; gossip drops the oldest."""
+        return len(self._pending) >= self._limit
+
     def queue(self, recipe: Recipe) -> bytes:
         """Queue a network-valid recipe (oldest dropped beyond the limit); its hash."""
         data = recipe.canonical_bytes()

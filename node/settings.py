@@ -161,6 +161,27 @@ class AgreementSection(_Strict):
         return AgreementConfig(**self.model_dump())
 
 
+class HttpSection(_Strict):
+    """The public HTTP face: the viewer, the playlist, the media, the schedule."""
+
+    public_addr: str = Field(
+        "127.0.0.1:8080",
+        description='where viewers connect; "0.0.0.0:8080" faces every interface (the internet, if routed)',
+    )
+    token_file: str | None = Field(
+        None,
+        description="bearer token for POST /recipes on the public face (mode 0600); unset: it takes none",
+    )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    request_timeout_sec: float = Field(10.0, ge=1, le=600, description="idle or slow requests are dropped")
+    recipes_per_minute: int = Field(60, ge=1, le=100_000, description="per face, in a burst of as many")
+    schedule_slots: int = Field(12, ge=1, le=1000, description="slots listed in /schedule.json")
+    playlist_slots: int = Field(6, ge=2, le=100, description="the live playlist's window, in slots")
+
+    _addr = field_validator("public_addr")(classmethod(lambda cls, v: _host_port(v)))
+
+
 class LimitsSection(_Strict):
     recipe_queue: int = Field(
         64, ge=1, le=100_000, description="recipes waiting to be proposed; oldest dropped"
@@ -175,6 +196,7 @@ class NodeSettings(_Strict):
     agreement: AgreementSection = AgreementSection()
     network: NetworkSettings = NetworkSettings()
     generation: GenerationSettings = GenerationSettings()
+    http: HttpSection = HttpSection()
     limits: LimitsSection = LimitsSection()
 
     @model_validator(mode="after")
@@ -258,6 +280,7 @@ class NodeSettings(_Strict):
                 "fallback_recipe": resolve(self.node.fallback_recipe),
             }
         )
+        http = self.http.model_copy(update={"token_file": resolve(self.http.token_file)})
         models = self.generation.models
         models = models.model_copy(
             update={
@@ -266,4 +289,4 @@ class NodeSettings(_Strict):
             }
         )
         generation = self.generation.model_copy(update={"models": models})
-        return self.model_copy(update={"node": node, "generation": generation})
+        return self.model_copy(update={"node": node, "generation": generation, "http": http})

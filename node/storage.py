@@ -108,9 +108,9 @@ class Storage:
         ).fetchall()
         return [r[0] for r in rows]
 
-    def certificate_arrivals(self) -> dict[int, float]:
-        """slot -> when its certificate was stored (wall clock)."""
-        return dict(self._db.execute("SELECT slot, received_at FROM certificates"))
+    def certificate_arrivals(self, since: int = 0) -> dict[int, float]:
+        """slot -> when its certificate was stored (wall clock), for slots from `since` on."""
+        return dict(self._db.execute("SELECT slot, received_at FROM certificates WHERE slot >= ?", (since,)))
 
     def last_certified_slot(self) -> int | None:
         slot: int | None = self._db.execute("SELECT MAX(slot) FROM certificates").fetchone()[0]

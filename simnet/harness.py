@@ -81,6 +81,8 @@ class Harness:
             for files in self.layout.nodes:
                 files.go.write_text(str(genesis))
             self._event("genesis", list(range(sc.nodes)), genesis_time=round(genesis, 3))
+            viewer = f"http://127.0.0.1:{self.layout.nodes[0].public_port}/"
+            print(f"watch the channel while it runs: {viewer} (node 0's viewer)", flush=True)
             timeline = sorted(
                 [(genesis + f.at_slot * sc.slot_sec, "fault", f) for f in sc.faults]
                 + [(genesis + r.at_slot * sc.slot_sec, "recipe", r) for r in sc.recipes],

@@ -58,6 +58,7 @@ class NodeFiles:
     storage: Path
     p2p_port: int
     http_port: int
+    public_port: int  # the viewer, playlist and media
     table: dict
 
     @property
@@ -91,7 +92,7 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
     root.mkdir(parents=True, exist_ok=True)
     (root / "engine.yaml").write_text(yaml.safe_dump(engine_settings(cache_dir)))
     n = scenario.nodes
-    p2p, http = free_ports(n), free_ports(n)
+    p2p, http, public = free_ports(n), free_ports(n), free_ports(n)
     ids = [identity(scenario, i) for i in range(n)]
     regions = max(3, -(-scenario.directors_per_slot // 2))  # enough regions for the 2-per-region cap
     validators = [
@@ -114,6 +115,7 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
                 "generation_config": "../engine.yaml",
                 "log_format": "json",
             },
+            "http": {"public_addr": f"127.0.0.1:{public[i]}"},
             "chain": {
                 "genesis_time": genesis_time,
                 "seed": f"simnet-{scenario.name}-{scenario.seed}",
@@ -144,7 +146,9 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
         path = folder / "node.toml"
         path.write_text(_toml(config))
         nodes.append(
-            NodeFiles(i, ids[i], path, folder / "control.json", folder / "data", p2p[i], http[i], config)
+            NodeFiles(
+                i, ids[i], path, folder / "control.json", folder / "data", p2p[i], http[i], public[i], config
+            )
         )
     return Layout(root, scenario, genesis_time, nodes)
 

@@ -41,6 +41,7 @@ def node_config(
             "storage_dir": str(root / f"n{i}"),
             "http_addr": "127.0.0.1:0",
         },
+        "http": {"public_addr": "127.0.0.1:0"},
         "chain": {
             "genesis_time": genesis_time,
             "seed": "node-tests",
@@ -166,6 +167,8 @@ timeout_propose = 0.5
 require_self_check = false
 [network]
 listen = ["/ip4/127.0.0.1/tcp/{p2p}"]
+[http]
+public_addr = "127.0.0.1:0"
 """
     )
     overrides = engine if engine is not None else {"speech__source": "none", "warp__model": "still"}

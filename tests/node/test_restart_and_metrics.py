@@ -13,6 +13,8 @@ pytestmark = [pytest.mark.trio, pytest.mark.slow]
 
 
 async def _http(port: int, request: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 request (Host and Connection: close added), read until the server closes."""
+    request = request.replace(b"\r\n", b"\r\nHost: node\r\nConnection: close\r\n", 1)
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         await stream.send_all(request)
@@ -58,7 +60,7 @@ async def test_metrics_status_and_recipe_submission_over_http(tmp_path, node_eng
         with trio.fail_after(30):
             while len(node.ledger.certificates) < 1:
                 await trio.sleep(0.1)
-        status, body = await _http(node.http_port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, body = await _http(node.http_port, b"GET /metrics HTTP/1.1\r\n\r\n")
         text = body.decode()
         assert status == 200
         for name in (
