@@ -106,10 +106,11 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
+    import secrets
     import time
 
     from network.identity import load_key_file, write_key_file
-    from node.settings import ChainSection, NodeSection, NodeSettings, ValidatorEntry
+    from node.settings import ChainSection, HttpSection, NodeSection, NodeSettings, ValidatorEntry
     from node.template import render
 
     out, key = Path(args.out), Path(args.key)
@@ -119,8 +120,14 @@ def _cmd_init(args: argparse.Namespace) -> int:
     key_path = key if key.is_absolute() else out.parent / key
     identity = load_key_file(key_path) if key_path.exists() else write_key_file(key_path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    token_path = out.parent / "api.token"
+    if not token_path.exists():  # the bearer token for POST /recipes on the public face, owner-only
+        fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
     settings = NodeSettings(
         node=NodeSection(key_file=str(key)),
+        http=HttpSection(token_file="api.token"),
         chain=ChainSection(
             genesis_time=float(round(time.time() + 60)),
             seed=args.seed,
@@ -132,15 +139,18 @@ def _cmd_init(args: argparse.Namespace) -> int:
     out.write_text(render(settings, config_name=out.name))
     print(f"wrote {out} (a one-validator chain starting in a minute; edit [chain] to join a network)")
     print(f"key {key_path}: peer id {identity.peer_id}")
+    print(f"token {token_path} (mode 0600): the bearer token for POST /recipes on the public HTTP face")
     return EXIT_OK
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
     from network.identity import load_key_file
     from node.settings import NodeSettings
+    from node.web import read_token
 
     settings = NodeSettings.load(args.file)
     identity = load_key_file(settings.node.key_file)
+    read_token(settings.http.token_file)
     genesis = settings.chain.genesis()
     me = identity.public_key
     role = "a validator" if genesis.validator(me) else "an observer (its key is not in [chain].validators)"
@@ -157,7 +167,8 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     print(
         f"  engine: device {settings.generation.resolved_device()}, models {settings.generation.resolved_source()}"
     )
-    print(f"  listen {', '.join(settings.network.listen)}; http {settings.node.http_addr}")
+    print(f"  listen {', '.join(settings.network.listen)}; operator http {settings.node.http_addr}")
+    print(f"  watch the channel at http://{settings.http.public_addr}/")
     return EXIT_OK
 
 
@@ -169,9 +180,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from node.engine import build_engine, freeze_resident_heap
     from node.runner import run_until_signal
     from node.settings import NodeSettings
+    from node.web import read_token
 
     settings = NodeSettings.load(args.config)
     identity = load_key_file(settings.node.key_file)  # fail on a bad key before the models load
+    read_token(settings.http.token_file)
     logs.configure(settings.node.log_format, "DEBUG" if args.verbose else settings.node.log_level)
     print(f"loading models for {args.config} ...", file=sys.stderr)
     try:

@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from generation.errors import RecipeError
 from generation.recipe import network_recipe
-from node.settings import HttpSection
+from node.settings import HttpSection, NodeConfigError
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
@@ -223,7 +223,10 @@ def read_token(path: str | None) -> str | None:
     """The operator's bearer token (one line); None when no file is configured."""
     if path is None:
         return None
-    text = Path(path).read_text().strip()
+    try:
+        text = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NodeConfigError(f"http.token_file: cannot read {path}: {exc}") from None
     if len(text) < 16:
-        raise ValueError(f"{path}: the token must be at least 16 characters")
+        raise NodeConfigError(f"http.token_file: {path} must hold a token of at least 16 characters")
     return text
