@@ -46,6 +46,7 @@ from node.clock import WallClock
 from node.engine import build_engine
 from node.lifecycle import SlotLifecycle, SlotRecord, Studio
 from node.metrics import NodeMetrics
+from node.playout import SegmentCache
 from node.ports import Behaviour, Honest
 from node.propagation import MediaPropagation
 from node.recipes import RecipeQueue, load_fallback
@@ -115,6 +116,7 @@ class Node:
             storage_dir / "media", max_file_bytes=settings.network.media.max_file_bytes
         )
         self.workdir = storage_dir / "work"
+        self.segments = SegmentCache(storage_dir / "hls")
         self.engine = engine
         self.metrics = NodeMetrics()
         self.recipes = RecipeQueue(

@@ -99,7 +99,7 @@ class Face:
 
 
 def build_app(node: Node, face: Face, settings: HttpSection, token: str | None) -> Starlette:
-    from node import api, viewer
+    from node import api, playout, viewer
 
     bucket = TokenBucket(settings.recipes_per_minute)
 
@@ -170,8 +170,45 @@ def build_app(node: Node, face: Face, settings: HttpSection, token: str | None) 
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"queued": key.hex(), "pending": len(node.recipes)}, status_code=202)
 
+    def _window() -> list[int]:
+        playing = node.current_slot() - 1  # slot s plays during slot s + 1
+        return list(range(max(0, playing - settings.playlist_slots + 1), playing + 1))
+
+    def _durations(slots: list[int]) -> list[tuple[int, float]]:
+        out = []
+        for slot in slots:
+            path = node.media_path(slot)
+            cert = node.ledger.certificates.get(slot)
+            if path is None or cert is None:
+                out.append((slot, playout.CARD_SEC))
+            else:
+                out.append((slot, node.segments.duration(cert.value.candidate.hex(), path)))
+        return out
+
+    async def channel(request: Request) -> Response:
+        entries = await trio.to_thread.run_sync(_durations, _window())
+        return Response(
+            playout.playlist(entries, node.genesis.slot_sec),
+            media_type="application/vnd.apple.mpegurl",
+            headers={"cache-control": "no-cache"},
+        )
+
+    async def slot_ts(request: Request) -> Response:
+        slot = _slot(request)
+        if slot is None or slot > node.current_slot() - 1:
+            return JSONResponse({"error": "no such slot in the channel yet"}, status_code=404)
+        path = node.media_path(slot)
+        cert = node.ledger.certificates.get(slot)
+        if path is None or cert is None:
+            segment = await trio.to_thread.run_sync(node.segments.card)
+        else:
+            segment = await trio.to_thread.run_sync(node.segments.segment, cert.value.candidate.hex(), path)
+        return FileResponse(segment, media_type="video/mp2t")
+
     routes = [
         Route("/", index, methods=["GET", "HEAD"]),
+        Route("/channel.m3u8", channel, methods=["GET", "HEAD"]),
+        Route("/slots/{slot}.ts", slot_ts, methods=["GET", "HEAD"]),
         Route("/status", status, methods=["GET", "HEAD"]),
         Route("/schedule.json", schedule, methods=["GET", "HEAD"]),
         Route("/slots/{slot}.mp4", slot_mp4, methods=["GET", "HEAD"]),
