@@ -59,6 +59,7 @@ PAGE = """<!doctype html>
 "use strict";
 const screens = [document.getElementById("a"), document.getElementById("b")];
 const card = document.getElementById("card");
+const screen = document.getElementById("screen");
 let shown = 0, showing = null, loaded = [null, null], skew = 0, info = null;
 
 function slotNow() { return Math.floor((Date.now() / 1000 + skew - info.genesis) / info.slot_sec); }
@@ -119,6 +120,7 @@ function tick() {
       card.classList.add("off");
       shown = i;
       showing = playing;
+      screen.dataset.slot = playing;  // which slot is on screen (tests read it)
       if (isFinite(offset) && offset > 0.5) screens[i].currentTime = offset;
       screens[i].play().catch(() => {});
     } else {
@@ -126,6 +128,7 @@ function tick() {
       card.classList.remove("off");
       card.textContent = playing < 0 ? "The channel starts soon." : "No broadcast in slot " + playing + ".";
       showing = null;
+      delete screen.dataset.slot;
     }
   }
   const on = entry ? entry.recipe : null;
@@ -150,8 +153,9 @@ async function poll() {
   }
 }
 
-document.getElementById("sound").addEventListener("click", () => {
+document.getElementById("sound").addEventListener("click", (event) => {
   for (const v of screens) v.muted = !v.muted;
+  event.target.textContent = screens[0].muted ? "Sound on" : "Sound off";
 });
 poll();
 setInterval(poll, 2000);
