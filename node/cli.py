@@ -109,8 +109,17 @@ def _cmd_init(args: argparse.Namespace) -> int:
     import secrets
     import time
 
+    from generation.config import GenerationSettings
     from network.identity import load_key_file, write_key_file
-    from node.settings import ChainSection, HttpSection, NodeSection, NodeSettings, ValidatorEntry
+    from node.settings import (
+        AgreementSection,
+        ChainSection,
+        HttpSection,
+        NodeSection,
+        NodeSettings,
+        SlotSection,
+        ValidatorEntry,
+    )
     from node.template import render
 
     out, key = Path(args.out), Path(args.key)
@@ -125,19 +134,46 @@ def _cmd_init(args: argparse.Namespace) -> int:
         fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32) + "\n")
+    notes: dict[str, str] = {}
+    generation, agreement = GenerationSettings(), AgreementSection()
+    if generation.resolved_device() == "cpu":
+        # what runs here: the tiny engine (NF4 needs CUDA), whose random CLIP cannot pass a self-check
+        generation = GenerationSettings.packaged("tiny")
+        agreement = AgreementSection(require_self_check=False)
+        notes["generation"] = (
+            "This machine has no CUDA device, so `icn-node init` chose the tiny CPU engine: the same "
+            "architectures at toy sizes with seeded weights (generation/configs/tiny.yaml). On a GPU, "
+            "delete this [generation] table for the full models (generation/configs/default.yaml)."
+        )
+        notes["agreement"] = (
+            "require_self_check is off because the tiny CLIP has random weights; turn it on with real ones."
+        )
+    scale = args.slot_sec / 45.0  # the seed's phase plan is for 45 s slots
+    plan = SlotSection(
+        generation_end=round(15.0 * scale, 3), verification_end=round(17.0 * scale, 3),
+        agreement_end=round(30.0 * scale, 3),
+    )  # fmt: skip
     settings = NodeSettings(
         node=NodeSection(key_file=str(key)),
         http=HttpSection(token_file="api.token"),
         chain=ChainSection(
-            genesis_time=float(round(time.time() + 60)),
+            genesis_time=float(round(time.time() + args.start_in)),
             seed=args.seed,
+            slot_sec=args.slot_sec,
             validators=(
                 ValidatorEntry(public_key=identity.public_key.hex(), region=args.region, reputation=1.0),
             ),
         ),
+        slot=plan,
+        agreement=agreement,
+        generation=generation,
     )
-    out.write_text(render(settings, config_name=out.name))
-    print(f"wrote {out} (a one-validator chain starting in a minute; edit [chain] to join a network)")
+    out.write_text(render(settings, config_name=out.name, notes=notes))
+    print(
+        f"wrote {out} (a one-validator chain starting in {args.start_in:g} s; edit [chain] to join a network)"
+    )
+    if notes:
+        print("  no CUDA device here: the tiny CPU engine, said so in the file")
     print(f"key {key_path}: peer id {identity.peer_id}")
     print(f"token {token_path} (mode 0600): the bearer token for POST /recipes on the public HTTP face")
     return EXIT_OK
@@ -145,12 +181,17 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
     from network.identity import load_key_file
+    from node.preflight import problems
     from node.settings import NodeSettings
-    from node.web import read_token
 
     settings = NodeSettings.load(args.file)
+    found = problems(settings)
+    if found:
+        print(f"{args.file}: `icn-node run` would refuse to start:", file=sys.stderr)
+        for problem in found:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     identity = load_key_file(settings.node.key_file)
-    read_token(settings.http.token_file)
     genesis = settings.chain.genesis()
     me = identity.public_key
     role = "a validator" if genesis.validator(me) else "an observer (its key is not in [chain].validators)"
@@ -178,13 +219,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from network.identity import load_key_file
     from node import logs
     from node.engine import build_engine, freeze_resident_heap
+    from node.preflight import problems
     from node.runner import run_until_signal
     from node.settings import NodeSettings
-    from node.web import read_token
 
     settings = NodeSettings.load(args.config)
-    identity = load_key_file(settings.node.key_file)  # fail on a bad key before the models load
-    read_token(settings.http.token_file)
+    found = problems(settings)  # everything `config check` checks, before the models load
+    if found:
+        for problem in found:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    identity = load_key_file(settings.node.key_file)
     logs.configure(settings.node.log_format, "DEBUG" if args.verbose else settings.node.log_level)
     print(f"loading models for {args.config} ...", file=sys.stderr)
     try:
@@ -362,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--seed", default="icn-devnet")
     init.add_argument("--region", default="local")
     init.add_argument("--force", action="store_true")
+    init.add_argument("--slot-sec", type=float, default=45.0, help="slot length (the phases scale with it)")
+    init.add_argument("--start-in", type=float, default=60.0, help="seconds from now to slot 0")
     init.set_defaults(func=_cmd_init)
 
     config = sub.add_parser("config", help="operator config").add_subparsers(dest="config_cmd", required=True)

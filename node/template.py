@@ -30,9 +30,12 @@ HEADER = """\
 """
 
 
-def render(settings: NodeSettings, *, config_name: str) -> str:
+def render(settings: NodeSettings, *, config_name: str, notes: dict[str, str] | None = None) -> str:
+    """The settings as commented TOML; `notes` adds a comment above a top-level table (why it differs)."""
     lines = [HEADER.format(config_name=config_name).rstrip("\n")]
     for name in type(settings).model_fields:
+        if notes and name in notes:
+            lines += ["", *_comment(notes[name])]
         _table(lines, [name], getattr(settings, name))
     return "\n".join(lines) + "\n"
 
