@@ -50,8 +50,8 @@ PAGE = """<!doctype html>
   <p><button id="sound">Sound on</button></p>
   <div id="now"></div>
   <table>
-    <thead><tr><th>slot</th><th>status</th><th class="wide">round</th><th class="wide">committed after</th>
-      <th>certificate</th><th>media</th></tr></thead>
+    <thead><tr><th>slot</th><th>status</th><th class="wide">directors</th><th class="wide">round</th>
+      <th class="wide">committed after</th><th>certificate</th><th>media</th></tr></thead>
     <tbody id="schedule"></tbody>
   </table>
 </main>
@@ -81,6 +81,9 @@ function render(data) {
     tr.dataset.slot = s.slot;
     text(tr.insertCell(), s.slot);
     text(tr.insertCell(), s.committed ? "committed" : (s.slot === data.slot ? "in progress" : "no broadcast"));
+    const directors = text(tr.insertCell(), s.directors.map(d => d.slice(-6)).join(" "));
+    directors.className = "wide hash";
+    directors.title = s.directors.join(", ");
     text(tr.insertCell(), s.committed ? s.round : "").className = "wide";
     text(tr.insertCell(), s.committed && s.committed_after_sec !== null ? s.committed_after_sec + " s" : "")
       .className = "wide";

@@ -175,3 +175,15 @@ public_addr = "127.0.0.1:0"
     settings = tiny_settings(tiny_cache, **overrides)
     (root / "engine.yaml").write_text(yaml.safe_dump(settings.model_dump(mode="json")))
     return root / "node.toml", ident, http, p2p
+
+
+@asynccontextmanager
+async def playing_node(root: Path, engine: Any, *, slots: int = 1) -> AsyncIterator[Node]:
+    """A one-node chain whose public face is up, once it holds the media of `slots` committed slots."""
+    async with cluster(root, engine, n=1, http={"public_addr": "127.0.0.1:0"}) as c:
+        node = c.nodes[0]
+        assert node is not None and node.public_port
+        with trio.fail_after(60):
+            while sum(1 for s in node.ledger.certificates if node.media_path(s)) < slots:
+                await trio.sleep(0.2)
+        yield node

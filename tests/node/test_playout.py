@@ -14,7 +14,7 @@ import trio
 
 from generation.media import encode_mp4
 from node.playout import CARD_SEC, playlist, remux_to_ts, write_card
-from tests.node.conftest import cluster
+from tests.node.conftest import playing_node
 
 
 def frames_of(path: Path) -> tuple[int, int]:
@@ -65,12 +65,8 @@ def test_the_playlist_is_a_function_of_the_slots() -> None:
 async def test_ffmpeg_plays_two_consecutive_slots_of_a_nodes_channel(
     tmp_path: Path, node_engine: object
 ) -> None:
-    async with cluster(tmp_path, node_engine, n=1, http={"public_addr": "127.0.0.1:0"}) as c:
-        node = c.nodes[0]
-        assert node is not None and node.public_port
-        with trio.fail_after(60):
-            while sum(1 for s in node.ledger.certificates if node.media_path(s)) < 3:
-                await trio.sleep(0.2)
+    async with playing_node(tmp_path, node_engine, slots=3) as node:
+        assert node.public_port
         url = f"http://127.0.0.1:{node.public_port}/channel.m3u8"
         probe = await trio.run_process(
             ["ffprobe", "-v", "error", "-show_entries", "format=format_name", "-of", "json", url],

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.node.conftest import cluster
+from tests.node.conftest import playing_node
 
 pytestmark = [
     pytest.mark.trio,
@@ -68,12 +68,8 @@ def watch(url: str, shot: Path, timeout: float) -> dict[str, Any]:
 async def test_the_viewer_plays_the_channel_across_a_slot_boundary(
     tmp_path: Path, node_engine: object
 ) -> None:
-    async with cluster(tmp_path, node_engine, n=1, http={"public_addr": "127.0.0.1:0"}) as c:
-        node = c.nodes[0]
-        assert node is not None and node.public_port
-        with trio.fail_after(60):
-            while not any(node.media_path(s) for s in node.ledger.certificates):
-                await trio.sleep(0.2)
+    async with playing_node(tmp_path, node_engine, slots=1) as node:
+        assert node.public_port
         shot = tmp_path / "viewer.png"
         result = await trio.to_thread.run_sync(watch, f"http://127.0.0.1:{node.public_port}/", shot, 60.0)
         assert not result["errors"], result["errors"]
