@@ -37,6 +37,7 @@ def browser() -> Any:
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                  "--autoplay-policy=no-user-gesture-required", "--window-size=800,1000"):  # fmt: skip
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for script errors
     service = webdriver.ChromeService(executable_path=shutil.which("chromedriver"))
     return webdriver.Chrome(options=options, service=service)
 
@@ -60,7 +61,13 @@ def watch(url: str, shot: Path, timeout: float) -> dict[str, Any]:
                 break
             time.sleep(0.1)
         driver.save_screenshot(str(shot))
-        return {"seen": seen, "errors": errors, "certificates": driver.execute_script(CERTIFICATES)}
+        console = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        script_errors = [m for m in console if "favicon.ico" not in m]  # the page names no icon
+        return {
+            "seen": seen,
+            "errors": errors + script_errors,
+            "certificates": driver.execute_script(CERTIFICATES),
+        }
     finally:
         driver.quit()
 
