@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from network.host import NetworkHost
     from network.media.transfer import MediaService
     from node.node import Node
+    from node.slot_driver import SlotDrivers
 
 
 def status(node: Node) -> dict[str, Any]:
@@ -58,6 +59,7 @@ def watch_metrics(
     net: NetworkHost,
     gossip: Gossip,
     media: MediaService,
+    drivers: SlotDrivers,
     engine: VortexPipeline | None,
 ) -> None:
     def live() -> Iterator[Metric]:
@@ -74,6 +76,10 @@ def watch_metrics(
         yield counter(
             "icn_media_bytes_served", "Media bytes served to peers", [],
             [([], media.server.stats.bytes_served)],
+        )  # fmt: skip
+        yield counter(
+            "icn_early_votes_dropped", "Votes for a slot not started here, dropped past the per-slot bound", [],
+            [([], drivers.early_dropped)],
         )  # fmt: skip
         if engine is not None:
             from generation.utils.memory import get_vram_stats

@@ -23,7 +23,8 @@ from consensus.ledger import Ledger, LedgerError
 from consensus.messages import DecodeError, sha256
 from network.topics import Topic
 from node.metrics import NodeMetrics
-from node.recipes import Publisher, RecipeQueue
+from node.ports import Publisher, publish_own
+from node.recipes import RecipeQueue
 from node.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -82,12 +83,8 @@ class ChainKeeper:
             del self._decided[old]
 
     async def _publish(self, topic: Topic, data: bytes) -> None:
-        if self.gossip is None:
-            return
-        try:
-            await self.gossip.publish(topic, data)
-        except ValueError as exc:  # our own message failing our own checks is a bug worth a loud log
-            log.error("not published on %s: %s", topic.value, exc)
+        if self.gossip is not None:
+            await publish_own(self.gossip, topic, data)
 
     async def commit(self, cert: Certificate, source: str) -> bool:
         """Apply, store and spread a certificate; False if it does not fit the ledger (yet)."""

@@ -2,8 +2,8 @@
 
 Slots start at wall-clock times (`genesis_time + s * slot_sec`) while trio
 sleeps and cancel scopes run on trio's own clock. Every component asks this
-one object, so a test swaps both for one virtual time: trio's MockClock, and a
-wall that reads it (`WallClock.following_trio`).
+one object, so a test can swap both for one virtual time: trio's MockClock, and
+a wall function that reads it.
 """
 
 from __future__ import annotations
@@ -17,11 +17,6 @@ import trio
 class WallClock:
     def __init__(self, wall: Callable[[], float] = time.time) -> None:
         self.now = wall
-
-    @classmethod
-    def following_trio(cls, epoch: float) -> WallClock:
-        """A wall clock that is `epoch` plus trio's clock (virtual under MockClock)."""
-        return cls(lambda: epoch + trio.current_time())
 
     def deadline(self, t: float) -> float:
         """The trio deadline for wall-clock time `t`."""

@@ -120,13 +120,14 @@ class SlotLifecycle:
                 if slot > started:
                     started = slot
                     self._metrics.current_slot.set(slot)
-                    driver = self._driver_for(slot)
+                    driver, recipe = self._driver_for(slot)
                     await nursery.start(driver.run)
-                    nursery.start_soon(self._run_slot, slot, driver)
+                    nursery.start_soon(self._run_slot, slot, driver, recipe)
                     self._chain.want_catch_up()
                 await self._clock.sleep_until(self.genesis.slot_start(slot + 1))
 
-    def _driver_for(self, slot: int) -> SlotDriver:
+    def _driver_for(self, slot: int) -> tuple[SlotDriver, Recipe]:
+        """The slot's record, its recipe, and its agreement's driver (elected from the ledger now)."""
         directors = self._ledger.directors(slot)
         role = "director" if self._identity.public_key in directors else "observer"
         recipe, recipe_note = self._recipes.recipe_for(slot)
@@ -147,13 +148,12 @@ class SlotLifecycle:
             recipe_ok=canonical_network_recipe,
             directors_of=self._ledger.directors,
         )
-        return SlotDriver(sm, self._ports, announced=self._behaviour.announced)
+        return SlotDriver(sm, self._ports, announced=self._behaviour.announced), recipe
 
-    async def _run_slot(self, slot: int, driver: SlotDriver) -> None:
+    async def _run_slot(self, slot: int, driver: SlotDriver, recipe: Recipe) -> None:
         start = self.genesis.slot_start(slot)
         plan = self._plan
         record = self.records[slot]
-        recipe, _ = self._recipes.recipe_for(slot)
         decided = self._chain.decided(slot)
         with (
             logs.in_phase(slot, "start"),

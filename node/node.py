@@ -47,7 +47,7 @@ from node.engine import build_engine
 from node.lifecycle import SlotLifecycle, SlotRecord, Studio
 from node.metrics import NodeMetrics
 from node.playout import SegmentCache
-from node.ports import Behaviour, Honest
+from node.ports import Behaviour, Honest, publish_own
 from node.propagation import MediaPropagation
 from node.recipes import RecipeQueue, load_fallback
 from node.settings import NodeSettings
@@ -67,10 +67,7 @@ class GossipBroadcaster:
         self._gossip = gossip
 
     async def broadcast(self, msg: Signed) -> None:
-        try:
-            await self._gossip.publish(Topic.VOTES, msg.encode())
-        except ValueError as exc:  # our own message failing our own checks is a bug worth a loud log
-            log.error("not published on %s: %s", Topic.VOTES.value, exc)
+        await publish_own(self._gossip, Topic.VOTES, msg.encode())
 
 
 class _PeersForCatchUp:
@@ -189,14 +186,12 @@ class Node:
                     clock=self.clock,
                 )
                 sync = CertificateSync(net, self.storage.certificate_data)
-                api.watch_metrics(self.metrics, net, gossip, service, self.engine)
+                api.watch_metrics(self.metrics, net, gossip, service, self.drivers, self.engine)
                 async with trio.open_nursery() as nursery:
                     http = self.settings.http
                     operator_addr = self.settings.node.http_addr
-                    operator = web.Face(
-                        "operator", metrics=True, recipes_need_token=not web.is_loopback(operator_addr)
-                    )
-                    public = web.Face("public", metrics=False, recipes_need_token=True)
+                    operator = web.Face(metrics=True, recipes_need_token=not web.is_loopback(operator_addr))
+                    public = web.Face(metrics=False, recipes_need_token=True)
                     self.http_port = await nursery.start(
                         web.serve, web.build_app(self, operator, http, self.token), operator_addr, http
                     )

@@ -99,7 +99,8 @@ def write_card(out: Path) -> None:
 
 
 class SegmentCache:
-    """Remuxed segments by content id, and the card; on disk under `folder`."""
+    """Remuxed segments and the card, on disk under `folder`. A slot's MP4 is keyed by its file
+    name, which the content store makes its content id."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -112,21 +113,21 @@ class SegmentCache:
             write_card(path)
         return path
 
-    def segment(self, cid_hex: str, mp4: Path) -> Path:
+    def segment(self, mp4: Path) -> Path:
         """The TS segment of one slot's MP4 (blocking: call from a worker thread)."""
-        path = self.folder / f"{cid_hex}.ts"
+        path = self.folder / f"{mp4.name}.ts"
         if not path.exists():
             self.folder.mkdir(parents=True, exist_ok=True)
-            self._durations[cid_hex] = remux_to_ts(mp4, path)
+            self._durations[mp4.name] = remux_to_ts(mp4, path)
             self._trim()
         return path
 
-    def duration(self, cid_hex: str, mp4: Path) -> float:
-        if cid_hex not in self._durations:
+    def duration(self, mp4: Path) -> float:
+        if mp4.name not in self._durations:
             if len(self._durations) > 4 * MAX_CACHED_SEGMENTS:
                 self._durations.clear()
-            self._durations[cid_hex] = media_duration(mp4)
-        return self._durations[cid_hex]
+            self._durations[mp4.name] = media_duration(mp4)
+        return self._durations[mp4.name]
 
     def _trim(self) -> None:
         segments = sorted(

@@ -8,12 +8,31 @@ instead of overriding the node's methods.
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from consensus.agreement import LocalOutput
 from consensus.certificate import Certificate
 from consensus.evidence import Evidence
 from consensus.messages import Signed
+from network.topics import Topic
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """Gossip as the node's components see it: publish, or raise ValueError when the checks refuse."""
+
+    async def publish(self, topic: Topic, data: bytes) -> None: ...
+
+
+async def publish_own(gossip: Publisher, topic: Topic, data: bytes) -> None:
+    """Publish a message this node made. Our own message failing our own checks is a bug worth a
+    loud log, not a reason to stop the task that made it."""
+    try:
+        await gossip.publish(topic, data)
+    except ValueError as exc:
+        log.error("not published on %s: %s", topic.value, exc)
 
 
 class Broadcaster(Protocol):

@@ -21,7 +21,7 @@ from network.media.store import MediaStore
 from network.media.transfer import FetchError, MediaService
 from network.topics import Topic
 from node.metrics import NodeMetrics
-from node.recipes import Publisher
+from node.ports import Publisher, publish_own
 from node.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,4 @@ class MediaPropagation:
             self._storage.put_media(cid, cert.slot, report.path.stat().st_size, "fetched")
         notes["media"] = cid.hex()
         notes["media_at"] = round(self._wall() - self._slot_start(cert.slot), 3)
-        try:
-            await self._gossip.publish(Topic.MEDIA_HAVE, self.service.have_message(cid))
-        except ValueError as exc:
-            log.error("not published on %s: %s", Topic.MEDIA_HAVE.value, exc)
+        await publish_own(self._gossip, Topic.MEDIA_HAVE, self.service.have_message(cid))

@@ -8,15 +8,16 @@ predecessor's certificate fixed, else the fallback programme.
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from pathlib import Path
-from typing import Protocol
 
 from consensus.ledger import Ledger
 from consensus.messages import sha256
 from generation.errors import RecipeError
 from generation.recipe import Recipe, network_recipe
 from network.topics import Topic, encode_recipe
+from node.ports import Publisher
 
 FALLBACK_RECIPE = {
     "audio_track": {
@@ -27,10 +28,6 @@ FALLBACK_RECIPE = {
 }
 
 
-class Publisher(Protocol):
-    async def publish(self, topic: Topic, data: bytes) -> None: ...
-
-
 def load_fallback(path: str | None) -> Recipe:
     """The operator's fallback programme (a file, checked like any recipe), or the built-in one."""
     if path is None:
@@ -39,6 +36,12 @@ def load_fallback(path: str | None) -> Recipe:
         return network_recipe(Path(path).read_bytes())
     except OSError as exc:
         raise RecipeError(f"node.fallback_recipe: cannot read {path}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _committed(data: bytes) -> Recipe:
+    """A committed recipe, parsed once: the lifecycle and every schedule request read the same few."""
+    return network_recipe(data)
 
 
 def canonical_network_recipe(data: bytes) -> bool:
@@ -97,6 +100,6 @@ class RecipeQueue:
         if data is None:
             return self.fallback, "no recipe committed for this slot: fallback programme"
         try:
-            return network_recipe(data), None
+            return _committed(data), None
         except RecipeError as exc:  # a quorum agreed to it: a schema change, or more than f faulty directors
             return self.fallback, f"committed recipe unusable ({exc}): fallback programme"

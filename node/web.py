@@ -93,7 +93,6 @@ async def read_body(request: Request, limit: int) -> bytes:
 class Face:
     """What one listener allows: metrics, and recipes without the token."""
 
-    name: str
     metrics: bool
     recipes_need_token: bool
 
@@ -174,19 +173,13 @@ def build_app(node: Node, face: Face, settings: HttpSection, token: str | None) 
         playing = node.current_slot() - 1  # slot s plays during slot s + 1
         return list(range(max(0, playing - settings.playlist_slots + 1), playing + 1))
 
-    def _durations(slots: list[int]) -> list[tuple[int, float]]:
-        out = []
-        for slot in slots:
-            path = node.media_path(slot)
-            cert = node.ledger.certificates.get(slot)
-            if path is None or cert is None:
-                out.append((slot, playout.CARD_SEC))
-            else:
-                out.append((slot, node.segments.duration(cert.value.candidate.hex(), path)))
-        return out
+    def _durations(paths: list[tuple[int, Path | None]]) -> list[tuple[int, float]]:
+        """Probing files blocks: run in a worker thread, on paths looked up in the node's own thread."""
+        return [(slot, playout.CARD_SEC if p is None else node.segments.duration(p)) for slot, p in paths]
 
     async def channel(request: Request) -> Response:
-        entries = await trio.to_thread.run_sync(_durations, _window())
+        paths = [(slot, node.media_path(slot)) for slot in _window()]
+        entries = await trio.to_thread.run_sync(_durations, paths)
         return Response(
             playout.playlist(entries, node.genesis.slot_sec),
             media_type="application/vnd.apple.mpegurl",
@@ -198,11 +191,10 @@ def build_app(node: Node, face: Face, settings: HttpSection, token: str | None) 
         if slot is None or slot > node.current_slot() - 1:
             return JSONResponse({"error": "no such slot in the channel yet"}, status_code=404)
         path = node.media_path(slot)
-        cert = node.ledger.certificates.get(slot)
-        if path is None or cert is None:
+        if path is None:
             segment = await trio.to_thread.run_sync(node.segments.card)
         else:
-            segment = await trio.to_thread.run_sync(node.segments.segment, cert.value.candidate.hex(), path)
+            segment = await trio.to_thread.run_sync(node.segments.segment, path)
         return FileResponse(segment, media_type="video/mp2t")
 
     routes = [
