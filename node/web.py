@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_TOKEN_FILE_BYTES = 4096
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "[::1]", "localhost"}
 
 
@@ -253,9 +254,13 @@ def read_token(path: str | None) -> str | None:
     if path is None:
         return None
     try:
-        text = Path(path).read_text().strip()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_TOKEN_FILE_BYTES + 1)
+        text = raw.decode().strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise NodeConfigError(f"http.token_file: cannot read {path}: {exc}") from None
+    if len(raw) > MAX_TOKEN_FILE_BYTES:
+        raise NodeConfigError(f"http.token_file: {path} is over {MAX_TOKEN_FILE_BYTES} bytes; one token line")
     if len(text) < 16:
         raise NodeConfigError(f"http.token_file: {path} must hold a token of at least 16 characters")
     return text

@@ -158,3 +158,20 @@ async def test_the_chain_keeper_publishes_nothing_before_the_host_is_up(tmp_path
     chain.gossip = None
     with trio.fail_after(1):
         assert await chain.commit(certify(chain.ledger, 0, Value(sha256(b"m0"))), "agreement")
+
+
+def test_the_token_file_is_bounded_and_checked(tmp_path: Path) -> None:
+    from node.settings import NodeConfigError
+    from node.web import read_token
+
+    assert read_token(None) is None
+    good = tmp_path / "ok.token"
+    good.write_text("t" * 40 + "\n")
+    assert read_token(str(good)) == "t" * 40
+    for name, data in (("short", b"abc"), ("huge", b"t" * 1_000_000), ("binary", b"\xff\xfe" * 20)):
+        bad = tmp_path / name
+        bad.write_bytes(data)
+        with pytest.raises(NodeConfigError, match="http.token_file"):
+            read_token(str(bad))
+    with pytest.raises(NodeConfigError, match="cannot read"):
+        read_token(str(tmp_path / "missing"))
