@@ -257,8 +257,29 @@ class SlotAgreement:
         """The agreement phase is over: without a decision now, the slot fails. Never decides later."""
         if self.finished:
             return []
-        self.failed = "no certificate by the end of the agreement phase"
+        self.failed = f"no certificate by the end of the agreement phase ({self.progress()})"
         return [SlotFailed(self.slot, self.failed)]
+
+    def progress(self) -> str:
+        """Where the agreement stands, in one line: what an operator reads to learn why a slot failed.
+
+        For each round reached: the proposer (by seat), whether its proposal arrived and what this
+        director judged it, then the prevotes and precommits held (nil or the value's first bytes).
+        """
+        parts = [
+            f"round {self.round} {self.step.name.lower()}",
+            f"announced {len(self.announces)}/{self.n}",
+            f"own {'yes' if self.own is not None else 'no'}",
+        ]
+        rounds = set(self.proposals) | set(self.prevotes) | set(self.precommits) | {self.round}
+        for r in sorted(rounds)[-4:]:  # the last few rounds: the line stays short whatever arrived
+            p = self._first_proposal(r)
+            seat = self.directors.index(self.proposer(r))
+            verdict = "none" if p is None else f"{p.value.hash.hex()[:6]}:{self.validity(p.value).value}"
+            prevotes = _tally(v for values in self.prevotes.get(r, {}).values() for v in values)
+            precommits = _tally(v for (_, v) in self.precommits.get(r, {}))
+            parts.append(f"r{r} seat {seat} proposal {verdict} prevotes {prevotes} precommits {precommits}")
+        return "; ".join(parts)
 
     # -- state ----------------------------------------------------------------------------------------
     def proposer(self, round_: int) -> bytes:
@@ -462,6 +483,7 @@ class SlotAgreement:
             self._rule_prevote_timeout,
             self._rule_polka,
             self._rule_nil_polka,
+            self._rule_nil_precommits,
             self._rule_precommit_timeout,
         )
         progressed = True
@@ -571,6 +593,12 @@ class SlotAgreement:
         self.step = Step.PRECOMMIT
         return self._vote(Precommit, self.round, None)
 
+    def _rule_nil_precommits(self) -> list[Action] | None:
+        if not self.started:
+            return None
+        nil = {signer for (signer, value_hash) in self.precommits.get(self.round, {}) if value_hash is None}
+        return self._start_round(self.round + 1) if len(nil) >= self.q else None
+
     def _rule_precommit_timeout(self) -> list[Action] | None:
         key = ("precommit_timeout", self.round)
         signers = {signer for (signer, _) in self.precommits.get(self.round, {})}
@@ -600,3 +628,9 @@ def _journaled_proposal(data: bytes | None) -> Signed | None:
     except DecodeError:
         return None
     return msg if isinstance(msg, Proposal) else None
+
+
+def _tally(votes: Iterable[bytes | None]) -> str:
+    """Votes counted by value, e.g. `{nil:3,4be1c2:1}`."""
+    counts = Counter("nil" if v is None else v.hex()[:6] for v in votes)
+    return "{" + ",".join(f"{k}:{n}" for k, n in sorted(counts.items())) + "}"

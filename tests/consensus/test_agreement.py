@@ -243,7 +243,7 @@ def test_unlocks_on_a_proposal_with_a_later_polka() -> None:
     assert _prevote_of(m.receive(prop)).value_hash == value.hash  # polka in round 1 > locked round 0
 
 
-def test_nil_polka_precommits_nil_and_quorum_of_precommits_schedules_the_round_end() -> None:
+def test_nil_polka_precommits_nil_and_a_quorum_of_nil_precommits_starts_the_next_round_at_once() -> None:
     m = sm(1)
     m.start()
     m.on_timeout(0, Step.PROPOSE)
@@ -253,9 +253,32 @@ def test_nil_polka_precommits_nil_and_quorum_of_precommits_schedules_the_round_e
     assert [x.value_hash for x in broadcasts(actions) if isinstance(x, Precommit)] == [None]
     assert m.step == Step.PRECOMMIT
     actions = []
-    for v in _votes(Precommit, 0, None, [0, 2, 3]):
+    for v in _votes(Precommit, 0, None, [0, 2]):
+        m.receive(v)
+    assert m.round == 0  # our own nil precommit and two more: three of five, not yet a quorum of four
+    actions = m.receive(_votes(Precommit, 0, None, [3])[0])
+    # q nil precommits: no value can be decided in round 0, so no precommit timeout is waited out
+    assert (m.round, m.step) == (1, Step.PROPOSE)
+    assert not any(isinstance(a, ScheduleTimeout) and a.step == Step.PRECOMMIT for a in actions)
+    assert any(isinstance(a, ScheduleTimeout) and (a.round, a.step) == (1, Step.PROPOSE) for a in actions)
+
+
+def test_a_quorum_of_mixed_precommits_waits_out_the_precommit_timeout() -> None:
+    m = sm(1)
+    m.start()
+    m.on_timeout(0, Step.PROPOSE)
+    actions = []
+    for v in _votes(Prevote, 0, None, [0, 2]):
         actions += m.receive(v)
-    assert any(isinstance(a, ScheduleTimeout) and a.step == Step.PRECOMMIT for a in actions)
+    actions += m.on_timeout(0, Step.PREVOTE)
+    actions += m.receive(Precommit(SLOT, 0, sha256(b"a")).signed_by(K[0], CHAIN))
+    actions += m.receive(Precommit(SLOT, 0, None).signed_by(K[2], CHAIN))
+    actions += m.receive(Precommit(SLOT, 0, None).signed_by(K[3], CHAIN))
+    # our own nil precommit, two more and K0's for a value: a quorum, with a value precommit among it: wait for the rest, the round may still decide
+    assert m.round == 0
+    assert [a for a in actions if isinstance(a, ScheduleTimeout) and a.step == Step.PRECOMMIT]
+    m.on_timeout(0, Step.PRECOMMIT)
+    assert m.round == 1
 
 
 def test_prevote_timeout_after_a_quorum_of_mixed_prevotes() -> None:
@@ -294,7 +317,11 @@ def test_deadline_fails_the_slot_and_nothing_commits_after() -> None:
     m = sm(None)
     _, prop = _proposal_from_0(output(0))
     m.receive(prop)
-    assert m.on_deadline() == [SlotFailed(SLOT, "no certificate by the end of the agreement phase")]
+    [failed] = m.on_deadline()
+    assert isinstance(failed, SlotFailed) and failed.slot == SLOT
+    # the reason says where the agreement stood: the round, who proposed, what was judged, the votes
+    assert failed.reason.startswith("no certificate by the end of the agreement phase (round 0 propose;")
+    assert f"r0 seat 0 proposal {prop.value.hash.hex()[:6]}:" in failed.reason
     actions = []
     for v in _votes(Precommit, 0, prop.value.hash, [0, 1, 2, 3, 4]):
         actions += m.receive(v)
@@ -634,8 +661,8 @@ def test_each_round_schedules_its_own_precommit_timeout() -> None:
     for r in range(3):
         m.on_timeout(r, Step.PROPOSE)
         m.on_timeout(r, Step.PREVOTE)  # our own nil precommit
-        for j in (0, 2, 3):  # with ours, a quorum of precommits
-            for a in m.receive(Precommit(SLOT, r, None).signed_by(K[j], CHAIN)):
+        for j, value in ((0, sha256(b"v")), (2, None), (3, None)):  # with ours, a quorum, not all nil
+            for a in m.receive(Precommit(SLOT, r, value).signed_by(K[j], CHAIN)):
                 if isinstance(a, ScheduleTimeout) and a.step == Step.PRECOMMIT:
                     seen.append((a.slot, a.round, a.delay))
         m.on_timeout(r, Step.PRECOMMIT)
