@@ -187,6 +187,33 @@ async def test_a_director_restarted_from_its_journal_rejoins_without_equivocatin
     assert not any(s.evidence for s in sinks)
 
 
+async def test_a_silent_proposer_costs_its_propose_timeout_and_no_precommit_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Round 0's proposer is down: the four others prevote and precommit nil once its propose timeout
+    fires, and round 1 starts on the quorum of nil precommits, not after the precommit timeout."""
+    net, sinks = MemoryNet(), [Sink() for _ in K]
+    config = AgreementConfig()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(net.run)
+        started = trio.current_time()
+        for i in range(1, 5):  # director 0 never runs
+            d = driver(i, net, sinks[i], MemoryJournal())
+            await nursery.start(d.run)
+            await net.join(i, d)
+            await d.set_local_output(output(i))
+            await d.start()
+        with trio.fail_after(30):
+            for s in sinks[1:]:
+                await s.decided.wait()
+        took = trio.current_time() - started
+        nursery.cancel_scope.cancel()
+    assert {s.certificates[0].round for s in sinks[1:]} == {1}
+    assert len({s.certificates[0].value.hash for s in sinks[1:]}) == 1
+    # the propose timeout and a few message delays; waiting out the precommit timeout would add 1 s
+    assert config.timeout_propose < took < config.timeout_propose + config.timeout_precommit
+
+
 async def test_stopped_timers_fire_no_more_and_close_ends_the_task(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
