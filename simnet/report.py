@@ -97,8 +97,9 @@ def build_report(run: RunResult) -> Report:
             outcome = data[d]["outcomes"].get(s) if d >= 0 else None
             if outcome:
                 timings[d] = {"phases": outcome[2].get("phases", {}), "missed": outcome[2].get("missed", [])}
-                if "generation_error" in outcome[2]:
-                    timings[d]["generation_error"] = outcome[2]["generation_error"]
+                for key in ("generation_error", "reason"):
+                    if key in outcome[2]:
+                        timings[d][key] = outcome[2][key]
         fetched = {}
         for i in range(sc.nodes):
             outcome = data[i]["outcomes"].get(s)
@@ -234,6 +235,13 @@ def summary(report: Report) -> str:
             f"{(str(s['certificate_at_sec']) + ' s') if s['committed'] else 'none':>8} {s['round'] if s['round'] is not None else '-':>5}  "
             f"{(s['canonical_output'] or '-')[:12]:<12} {len(s['media_at_sec']):>8}  {phases}"
         )
+    lines.append("")
+    honest = {n["index"] for n in report.nodes if n["behaviour"] == "honest"}
+    for s in report.slots:  # why a slot failed, as its first honest director saw it
+        reasons = s["director_timings"].items()
+        why = next((t["reason"] for d, t in reasons if d in honest and "reason" in t), None)
+        if not s["committed"] and why:
+            lines.append(f"slot {s['slot']} failed: {why}")
     lines.append("")
     for n in report.nodes:
         lines.append(

@@ -15,7 +15,7 @@ from node.settings import NodeSettings
 from node.storage import Storage
 from simnet.harness import NodeProcess, RunResult
 from simnet.layout import build
-from simnet.report import build_report
+from simnet.report import build_report, summary
 from simnet.scenario import Scenario, ScenarioError, bundled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,6 +107,20 @@ def test_the_report_passes_a_clean_run_and_fails_each_broken_invariant(tmp_path:
     assert behind.invariants["safety"]["ok"] and not behind.invariants["one_chain"]["ok"]
     crashed = build_report(_fake_run(tmp_path / "crash", {i: b"a" for i in range(4)}, {2: [1]}))
     assert not crashed.invariants["no_honest_crash"]["ok"]
+
+
+def test_the_report_says_why_a_slot_failed_as_an_honest_director_saw_it(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path, {}, {})
+    chain = NodeSettings.load(run.layout.nodes[0].config).chain.genesis().chain_id
+    why = "no certificate by the end of the agreement phase (round 1 precommit; ...)"
+    for i in range(4):
+        storage = Storage(run.layout.nodes[i].storage / "node.sqlite", chain)
+        storage.put_outcome(0, "director", "failed", {"phases": {"agreement": 2.3}, "reason": why})
+        storage.close()
+    report = build_report(run)
+    assert not report.slots[0]["committed"]
+    assert {t["reason"] for t in report.slots[0]["director_timings"].values()} == {why}
+    assert f"slot 0 failed: {why}" in summary(report).splitlines()
 
 
 @pytest.mark.slow
