@@ -96,6 +96,7 @@ def schedule(node: Node, count: int) -> dict[str, Any]:
     now = node.current_slot()
     first = max(0, now - count + 1)
     arrivals = node.storage.certificate_arrivals(first)
+    clip = node.storage.clip_scores(first)
     slots = []
     for slot in range(now, first - 1, -1):
         cert = node.ledger.certificates.get(slot)
@@ -122,6 +123,16 @@ def schedule(node: Node, count: int) -> dict[str, Any]:
                 held=node.media_path(slot) is not None,
                 mp4=f"/slots/{slot}.mp4",
                 cert=f"/slots/{slot}.cert",
+                clip=[
+                    {
+                        "director": str(peer_id_of(c.director)),
+                        "matched": c.matched,
+                        "cosine_b": c.cosine_b,
+                        "cosine_l": c.cosine_l,
+                        "self_check": c.self_check,
+                    }
+                    for c in clip.get(slot, [])
+                ],
             )
         slots.append(entry)
     return {

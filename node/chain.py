@@ -22,6 +22,7 @@ from consensus.evidence import Evidence
 from consensus.ledger import Ledger, LedgerError
 from consensus.messages import DecodeError, sha256
 from network.topics import Topic
+from node.clip import Announcements
 from node.metrics import NodeMetrics
 from node.ports import Publisher, publish_own
 from node.recipes import RecipeQueue
@@ -50,8 +51,10 @@ class ChainKeeper:
         wall: Callable[[], float],
         *,
         catch_up_batch: int,
+        announcements: Announcements | None = None,
     ) -> None:
         self.ledger = ledger
+        self.announcements = announcements or Announcements()
         self._storage = storage
         self._recipes = recipes
         self._metrics = metrics
@@ -97,6 +100,9 @@ class ChainKeeper:
             self.want_catch_up()
             return False
         self._storage.put_certificate(cert, self._wall())
+        self._storage.put_clip_scores(
+            cert.slot, self.announcements.settle(cert, self.ledger.directors(cert.slot))
+        )
         self._metrics.certificates.labels(source).inc()
         self._metrics.last_certified_slot.set(max(self.ledger.certificates))
         for data in cert.value.evidence:

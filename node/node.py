@@ -42,6 +42,7 @@ from network.media.transfer import MediaService
 from network.topics import Topic
 from node import api, logs, web
 from node.chain import ChainKeeper
+from node.clip import Announcements
 from node.clock import WallClock
 from node.engine import build_engine
 from node.lifecycle import SlotLifecycle, SlotRecord, Studio
@@ -61,12 +62,18 @@ log = logging.getLogger(__name__)
 
 
 class GossipBroadcaster:
-    """The honest broadcaster: this node's consensus messages on the votes topic."""
+    """The honest broadcaster: this node's consensus messages on the votes topic.
 
-    def __init__(self, gossip: Gossip) -> None:
+    Gossip does not hand a node its own messages back, so its own announcement
+    is noted here for the slot's CLIP scores."""
+
+    def __init__(self, gossip: Gossip, announcements: Announcements) -> None:
         self._gossip = gossip
+        self._announcements = announcements
 
     async def broadcast(self, msg: Signed) -> None:
+        if isinstance(msg, Announce):
+            self._announcements.record(msg)
         await publish_own(self._gossip, Topic.VOTES, msg.encode())
 
 
@@ -166,7 +173,9 @@ class Node:
                     self.genesis.slot_start, self.clock.now,
                 )  # fmt: skip
                 ports = SlotPorts(
-                    self.behaviour.broadcaster(GossipBroadcaster(gossip)), self.chain, self.chain
+                    self.behaviour.broadcaster(GossipBroadcaster(gossip, self.chain.announcements)),
+                    self.chain,
+                    self.chain,
                 )
                 self.lifecycle = SlotLifecycle(
                     genesis=self.genesis,
@@ -232,6 +241,7 @@ class Node:
             signed: Signed = msg.message
             if isinstance(signed, Announce):
                 self.media.announced(signed.content_hash, peer_id_of(signed.signer))
+                self.chain.announcements.record(signed)
             await self.drivers.deliver(signed, self.current_slot())
 
     async def _certificates_loop(self) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from consensus.certificate import Certificate
 from consensus.evidence import Evidence
 from consensus.journal import JournalEntry
+from node.clip import ClipScore
 
 SCHEMA_VERSION = 1
 
@@ -40,6 +41,9 @@ CREATE TABLE IF NOT EXISTS outcomes (
     slot INTEGER PRIMARY KEY, role TEXT NOT NULL, outcome TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS media (
     cid BLOB PRIMARY KEY, slot INTEGER NOT NULL, size INTEGER NOT NULL, origin TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clip_scores (
+    slot INTEGER NOT NULL, director BLOB NOT NULL, matched INTEGER NOT NULL, cosine_b REAL,
+    cosine_l REAL, self_check INTEGER NOT NULL, PRIMARY KEY (slot, director));
 """
 
 
@@ -177,3 +181,20 @@ class Storage:
 
     def media_for_slot(self, slot: int) -> list[bytes]:
         return [r[0] for r in self._db.execute("SELECT cid FROM media WHERE slot=?", (slot,))]
+
+    # -- CLIP agreement, for the schedule ----------------------------------------------------------------
+    def put_clip_scores(self, slot: int, scores: list[ClipScore]) -> None:
+        with self._tx():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO clip_scores VALUES (?, ?, ?, ?, ?, ?)",
+                [(slot, s.director, s.matched, s.cosine_b, s.cosine_l, s.self_check) for s in scores],
+            )
+
+    def clip_scores(self, since: int) -> dict[int, list[ClipScore]]:
+        out: dict[int, list[ClipScore]] = {}
+        rows = self._db.execute("SELECT * FROM clip_scores WHERE slot >= ? ORDER BY slot, director", (since,))
+        for slot, director, matched, cos_b, cos_l, self_check in rows:
+            out.setdefault(slot, []).append(
+                ClipScore(director, bool(matched), cos_b, cos_l, bool(self_check))
+            )
+        return out

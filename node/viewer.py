@@ -51,7 +51,7 @@ PAGE = """<!doctype html>
   <div id="now"></div>
   <table>
     <thead><tr><th>slot</th><th>status</th><th class="wide">directors</th><th class="wide">round</th>
-      <th class="wide">committed after</th><th>certificate</th><th>media</th></tr></thead>
+      <th class="wide">committed after</th><th class="wide">CLIP agreement</th><th>certificate</th><th>media</th></tr></thead>
     <tbody id="schedule"></tbody>
   </table>
 </main>
@@ -73,6 +73,16 @@ function load(i, slot) {
 
 function text(el, value) { el.textContent = value; return el; }
 
+// The lowest cosine of any director's CLIP embeddings to the canonical output's, and how many
+// directors announced the very file the certificate names.
+function clipSummary(scores, seats) {
+  const known = scores.filter(c => c.cosine_b !== null);
+  if (!known.length) return scores.length ? "no reference" : "not seen";
+  const low = key => Math.min(...known.map(c => c[key])).toFixed(3);
+  return "B " + low("cosine_b") + " \u00b7 L " + low("cosine_l") + " \u00b7 " +
+    scores.filter(c => c.matched).length + "/" + seats + " same file";
+}
+
 function render(data) {
   const rows = document.getElementById("schedule");
   rows.replaceChildren();
@@ -87,6 +97,10 @@ function render(data) {
     text(tr.insertCell(), s.committed ? s.round : "").className = "wide";
     text(tr.insertCell(), s.committed && s.committed_after_sec !== null ? s.committed_after_sec + " s" : "")
       .className = "wide";
+    const clip = text(tr.insertCell(), s.committed ? clipSummary(s.clip, s.directors.length) : "");
+    clip.className = "wide clip";
+    if (s.committed) clip.title = s.clip.map(c => c.director.slice(-6) + ": B " + c.cosine_b + ", L " + c.cosine_l +
+      (c.matched ? ", this file" : ", another file") + (c.self_check ? "" : ", self-check failed")).join("\\n");
     const cert = tr.insertCell();
     cert.className = "hash";
     if (s.committed) {

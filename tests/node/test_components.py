@@ -13,10 +13,11 @@ from consensus.certificate import Certificate
 from consensus.evidence import Evidence
 from consensus.ledger import Ledger
 from consensus.membership import Genesis
-from consensus.messages import Precommit, Prevote, Value, sha256
+from consensus.messages import Announce, Precommit, Prevote, Value, embedding_to_bytes, sha256
 from generation.recipe import Recipe
 from network.topics import Topic
 from node.chain import ChainKeeper
+from node.clip import Announcements
 from node.metrics import NodeMetrics
 from node.recipes import FALLBACK_RECIPE, RecipeQueue
 from node.storage import Storage
@@ -175,3 +176,45 @@ def test_the_token_file_is_bounded_and_checked(tmp_path: Path) -> None:
             read_token(str(bad))
     with pytest.raises(NodeConfigError, match="cannot read"):
         read_token(str(tmp_path / "missing"))
+
+
+def announce(
+    ledger: Ledger, slot: int, seat: int, media: bytes, vector: list[float], ok: bool = True
+) -> Announce:
+    director = ledger.directors(slot)[seat]
+    emb = embedding_to_bytes(vector)
+    return Announce(slot, sha256(b"r"), emb, emb, ok, media).signed_by(BY_KEY[director], ledger.chain_id)
+
+
+@pytest.mark.trio
+async def test_a_certificate_settles_each_directors_clip_agreement_with_the_canonical_output(
+    tmp_path: Path,
+) -> None:
+    chain, _, storage, _ = keeper(tmp_path)
+    media = sha256(b"m5")
+    chain.announcements.record(announce(chain.ledger, 5, 0, media, [1.0, 0.0]))  # round 0's proposer
+    chain.announcements.record(announce(chain.ledger, 5, 1, sha256(b"other"), [0.6, 0.8], ok=False))
+    chain.announcements.record(announce(chain.ledger, 5, 1, media, [1.0, 0.0]))  # a second one: ignored
+    chain.announcements.record(announce(chain.ledger, 5, 2, media, [0.0, 0.0]))  # a zero vector
+    assert await chain.commit(certify(chain.ledger, 5, Value(media)), "gossip")
+    by_director = {c.director: c for c in storage.clip_scores(0)[5]}
+    directors = chain.ledger.directors(5)
+    assert by_director[directors[0]].matched and by_director[directors[0]].cosine_b == 1.0
+    second = by_director[directors[1]]
+    assert not second.matched and second.cosine_b == 0.6 and second.cosine_l == 0.6 and not second.self_check
+    assert by_director[directors[2]].cosine_b == -1.0  # no direction: counted as disagreeing
+    assert len(by_director) == 3
+
+
+def test_announcements_without_the_canonical_file_have_no_reference_and_old_slots_are_dropped() -> None:
+    ledger = Ledger(GENESIS)
+    book = Announcements(keep_slots=2)
+    book.record(announce(ledger, 1, 0, sha256(b"a"), [1.0]))
+    [score] = book.settle(certify(ledger, 1, Value(sha256(b"b"))), ledger.directors(1))
+    assert not score.matched and score.cosine_b is None and score.cosine_l is None
+    book.record(announce(ledger, 2, 0, sha256(b"a"), [1.0]))
+    book.record(announce(ledger, 4, 0, sha256(b"a"), [1.0]))  # slot 2 is now too old to wait
+    book.record(announce(ledger, 1, 1, sha256(b"a"), [1.0]))  # and slot 1 is not taken again
+    assert book.settle(certify(ledger, 2, Value(sha256(b"a"))), ledger.directors(2)) == []
+    assert book.settle(certify(ledger, 1, Value(sha256(b"a"))), ledger.directors(1)) == []
+    assert len(book.settle(certify(ledger, 4, Value(sha256(b"a"))), ledger.directors(4))) == 1

@@ -27,6 +27,7 @@ return {slot: document.getElementById('screen').dataset.slot ?? null, time: v.cu
         error: v.error ? v.error.code : null, paused: v.paused};
 """
 CERTIFICATES = "return [...document.querySelectorAll('a.certificate')].map(a => a.textContent);"
+CLIP = "return [...document.querySelectorAll('tr')].map(r => [r.dataset.slot, r.querySelector('td.clip')?.textContent]);"
 
 
 def browser() -> Any:
@@ -67,6 +68,7 @@ def watch(url: str, shot: Path, timeout: float) -> dict[str, Any]:
             "seen": seen,
             "errors": errors + script_errors,
             "certificates": driver.execute_script(CERTIFICATES),
+            "clip": dict(driver.execute_script(CLIP)[1:]),  # slot -> the CLIP column, header row left out
         }
     finally:
         driver.quit()
@@ -86,4 +88,6 @@ async def test_the_viewer_plays_the_channel_across_a_slot_boundary(
         ]  # played on into the next slot
         for slot in advanced:
             assert node.ledger.certificates[slot].hash.hex() in result["certificates"]
+            # the one director's own announcement is the canonical output: agreement 1.0, 1 of 1 seats
+            assert result["clip"][str(slot)] == "B 1.000 \u00b7 L 1.000 \u00b7 1/1 same file", result["clip"]
         assert shot.stat().st_size > 10_000
