@@ -9,7 +9,8 @@ and during the load (a director serving viewers must still meet its deadlines).
 The client shares the machine's cores with the node, so the figures are a
 floor for what the node serves, not its ceiling.
 
-    python bench/http_load.py [--clients 16] [--seconds 20] [--slot-sec 8] [--json bench/results/http_load.json]
+    python bench/http_load.py [--clients 16] [--seconds 20] [--slot-sec 8] [--in-process]
+        [--client-nice 0] [--json bench/results/http_load.json]
 """
 
 from __future__ import annotations
@@ -110,8 +111,15 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--slot-sec", type=float, default=8.0, help="the node's slot length (phases scale)")
+    parser.add_argument(
+        "--in-process", action="store_true", help="serve the public face from the node's own process"
+    )
+    parser.add_argument(
+        "--client-nice", type=int, default=0, help="nice this load client (it stands for viewers elsewhere)"
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "http_load.json")
     args = parser.parse_args()
+    os.nice(args.client_nice)
     work = Path(tempfile.mkdtemp(prefix="icn-http-load-"))
     cli = [sys.executable, "-m", "node.cli"]
     subprocess.run(
@@ -120,6 +128,11 @@ def main() -> int:
         check=True,
         capture_output=True,
     )
+    if args.in_process:
+        config = work / "node.toml"
+        text = config.read_text()
+        assert "public_process = true" in text, "the template no longer writes public_process"
+        config.write_text(text.replace("public_process = true", "public_process = false"))
     log = open(work / "run.log", "w")  # noqa: SIM115 - handed to the process
     node = subprocess.Popen([*cli, "run", "--config", "node.toml"], cwd=work, stdout=log, stderr=log)
     base = "http://127.0.0.1:8080"
@@ -164,6 +177,8 @@ def main() -> int:
         "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
         "command": " ".join(sys.argv),
         "slot_sec": args.slot_sec,
+        "public_face": "in the node's process" if args.in_process else "own process (niced)",
+        "client_nice": args.client_nice,
         "results": results,
         "slots": slots,
     }

@@ -8,7 +8,8 @@ queued). The server and its routes, with their bounds, are `node.web`.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client.metrics_core import Metric
 
@@ -16,27 +17,48 @@ from network.identity import peer_id_of
 from node.metrics import NodeMetrics, counter, gauge
 
 if TYPE_CHECKING:
+    from consensus.ledger import Ledger
+    from consensus.membership import Genesis
     from generation.pipeline import VortexPipeline
     from network.gossip import Gossip
     from network.host import NetworkHost
     from network.media.transfer import MediaService
+    from node.clock import WallClock
     from node.node import Node
+    from node.playout import SegmentCache
+    from node.recipes import RecipeQueue
     from node.slot_driver import SlotDrivers
+    from node.storage import Storage
 
 
-def status(node: Node) -> dict[str, Any]:
-    slot = node.current_slot()
-    last = max(node.ledger.certificates, default=None)
-    cert = node.ledger.certificates.get(last) if last is not None else None
-    directors = node.ledger.directors(slot)
+class Channel(Protocol):
+    """What the public face reads: the running node, or the public face's own process reading
+    the node's storage (`node.public_face.StoredChannel`)."""
+
+    genesis: Genesis
+    chain_id: bytes
+    ledger: Ledger
+    recipes: RecipeQueue
+    storage: Storage
+    segments: SegmentCache
+    clock: WallClock
+
+    def current_slot(self) -> int: ...
+
+    def media_path(self, slot: int) -> Path | None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def chain_status(channel: Channel) -> dict[str, Any]:
+    """The chain as this node holds it: what both faces' /status say."""
+    slot = channel.current_slot()
+    last = max(channel.ledger.certificates, default=None)
+    cert = channel.ledger.certificates.get(last) if last is not None else None
     return {
-        "peer_id": str(node.identity.peer_id),
-        "public_key": node.identity.public_key.hex(),
-        "chain_id": node.chain_id.hex(),
+        "chain_id": channel.chain_id.hex(),
         "slot": slot,
-        "role": "director" if node.identity.public_key in directors else "observer",
-        "directors": [d.hex() for d in directors],
-        "peers": len(node.net.connected_peers()) if node.net else 0,
+        "directors": [d.hex() for d in channel.ledger.directors(slot)],
         "last_certificate": None
         if cert is None
         else {
@@ -45,6 +67,18 @@ def status(node: Node) -> dict[str, Any]:
             "hash": cert.hash.hex(),
             "media": cert.value.candidate.hex(),
         },
+    }
+
+
+def status(node: Node) -> dict[str, Any]:
+    """The chain, and the node's own state: its role, peers, queue, recent slots and engine."""
+    chain = chain_status(node)
+    return {
+        "peer_id": str(node.identity.peer_id),
+        "public_key": node.identity.public_key.hex(),
+        **chain,
+        "role": "director" if node.identity.public_key.hex() in chain["directors"] else "observer",
+        "peers": len(node.net.connected_peers()) if node.net else 0,
         "pending_recipes": len(node.recipes),
         "recent_slots": {
             s: {"role": r.role, "outcome": r.outcome, "phases": r.phases, "missed": r.missed}
@@ -91,7 +125,7 @@ def watch_metrics(
     metrics.watch(live)
 
 
-def schedule(node: Node, count: int) -> dict[str, Any]:
+def schedule(node: Channel, count: int) -> dict[str, Any]:
     """The last `count` slots up to the current one: what played, who directed, and the proof."""
     now = node.current_slot()
     first = max(0, now - count + 1)

@@ -50,6 +50,7 @@ from node.metrics import NodeMetrics
 from node.playout import SegmentCache
 from node.ports import Behaviour, Honest, publish_own
 from node.propagation import MediaPropagation
+from node.public_face import PublicFace
 from node.recipes import RecipeQueue, load_fallback
 from node.settings import NodeSettings
 from node.slot_driver import SlotDrivers, SlotPorts
@@ -141,6 +142,7 @@ class Node:
         self.lifecycle: SlotLifecycle | None = None
         self.http_port: int | None = None  # the operator face
         self.public_port: int | None = None  # the public face (viewer, playlist, media)
+        self.public_face: PublicFace | None = None  # when it runs in its own process
         self.token = web.read_token(settings.http.token_file)
         self.chain.restore()
 
@@ -199,14 +201,20 @@ class Node:
                 async with trio.open_nursery() as nursery:
                     http = self.settings.http
                     operator_addr = self.settings.node.http_addr
-                    operator = web.Face(metrics=True, recipes_need_token=not web.is_loopback(operator_addr))
-                    public = web.Face(metrics=False, recipes_need_token=True)
+                    operator = web.Face(
+                        self.metrics, self, recipes_need_token=not web.is_loopback(operator_addr)
+                    )
                     self.http_port = await nursery.start(
                         web.serve, web.build_app(self, operator, http, self.token), operator_addr, http
                     )
-                    self.public_port = await nursery.start(
-                        web.serve, web.build_app(self, public, http, self.token), http.public_addr, http
-                    )
+                    if http.public_process:
+                        self.public_face = PublicFace(self.settings)
+                        self.public_port = await nursery.start(self.public_face.run)
+                    else:
+                        public = web.Face(None, self, recipes_need_token=True)
+                        self.public_port = await nursery.start(
+                            web.serve, web.build_app(self, public, http, self.token), http.public_addr, http
+                        )
                     nursery.start_soon(self._votes_loop)
                     nursery.start_soon(self._certificates_loop)
                     nursery.start_soon(self._evidence_loop)

@@ -178,6 +178,12 @@ class HttpSection(_Strict):
     recipes_per_minute: int = Field(60, ge=1, le=100_000, description="per face, in a burst of as many")
     schedule_slots: int = Field(12, ge=1, le=1000, description="slots listed in /schedule.json")
     playlist_slots: int = Field(6, ge=2, le=100, description="the live playlist's window, in slots")
+    public_process: bool = Field(
+        True,
+        description="serve the public face from its own process, reading the node's storage: viewers "
+        "then cannot take the CPU and the GIL the node's director work needs (it takes no recipes)",
+    )
+    public_nice: int = Field(10, ge=0, le=19, description="that process's scheduling niceness")
 
     _addr = field_validator("public_addr")(classmethod(lambda cls, v: _host_port(v)))
 

@@ -68,6 +68,25 @@ class Storage:
         self._migrate()
         self._claim(chain_id)
 
+    @classmethod
+    def reader(cls, path: str | Path, chain_id: bytes) -> Storage:
+        """A read-only connection, for another process (the public face) beside the node's one writer.
+
+        WAL mode lets it read while the node writes; it never takes a write lock,
+        so it cannot delay a vote's journal write."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+            )
+            row = self._db.execute("SELECT value FROM meta WHERE key='chain_id'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{self.path}: cannot be read ({exc})") from None
+        if row is None or row[0] != chain_id.hex():
+            raise StorageError(f"{self.path}: not this chain's database")
+        return self
+
     def _migrate(self) -> None:
         """Schema 1 journals had no `data` column (the signed proposal, the polka's value): add it."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(votes)")}

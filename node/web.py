@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 from hypercorn.config import Config
@@ -35,13 +35,15 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, PlainT
 from starlette.routing import Route
 
 from generation.errors import RecipeError
-from generation.recipe import network_recipe
+from generation.recipe import Recipe, network_recipe
+from node.metrics import NodeMetrics
+from node.recipes import RecipeQueue
 from node.settings import HttpSection, NodeConfigError
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
-    from node.node import Node
+    from node.api import Channel
 
 log = logging.getLogger(__name__)
 
@@ -90,30 +92,43 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(out)
 
 
+class RecipeIntake(Protocol):
+    """Where `POST /recipes` hands a checked recipe: the running node."""
+
+    @property
+    def recipes(self) -> RecipeQueue: ...
+
+    async def submit_recipe(self, recipe: Recipe) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Face:
-    """What one listener allows: metrics, and recipes without the token."""
+    """What one listener allows: /metrics (with these metrics), recipes (into this intake; with no
+    intake it takes none), and whether a recipe needs the operator's token."""
 
-    metrics: bool
+    metrics: NodeMetrics | None
+    intake: RecipeIntake | None
     recipes_need_token: bool
 
 
-def build_app(node: Node, face: Face, settings: HttpSection, token: str | None) -> Starlette:
+def build_app(channel: Channel, face: Face, settings: HttpSection, token: str | None) -> Starlette:
     from node import api, playout, viewer
 
     bucket = TokenBucket(settings.recipes_per_minute)
+    metrics_of, intake = face.metrics, face.intake
 
     async def index(request: Request) -> Response:
         return HTMLResponse(viewer.PAGE)
 
     async def status(request: Request) -> Response:
-        return JSONResponse(api.status(node))
+        return JSONResponse(channel.status())
 
     async def schedule(request: Request) -> Response:
-        return JSONResponse(api.schedule(node, settings.schedule_slots))
+        return JSONResponse(api.schedule(channel, settings.schedule_slots))
 
     async def metrics(request: Request) -> Response:
-        return Response(node.metrics.render(), media_type="text/plain; version=0.0.4")
+        assert metrics_of is not None  # the route exists only then
+        return Response(metrics_of.render(), media_type="text/plain; version=0.0.4")
 
     def _slot(request: Request) -> int | None:
         raw = request.path_params["slot"]
@@ -121,14 +136,14 @@ def build_app(node: Node, face: Face, settings: HttpSection, token: str | None) 
 
     async def slot_mp4(request: Request) -> Response:
         slot = _slot(request)
-        path = None if slot is None else node.media_path(slot)
+        path = None if slot is None else channel.media_path(slot)
         if path is None:
             return JSONResponse({"error": "no committed media held for that slot"}, status_code=404)
         return FileResponse(path, media_type="video/mp4", filename=f"icn-slot-{slot}.mp4")
 
     async def slot_certificate(request: Request) -> Response:
         slot = _slot(request)
-        cert = None if slot is None else node.ledger.certificates.get(slot)
+        cert = None if slot is None else channel.ledger.certificates.get(slot)
         if cert is None:
             return JSONResponse({"error": "no certificate held for that slot"}, status_code=404)
         return Response(
@@ -138,6 +153,11 @@ def build_app(node: Node, face: Face, settings: HttpSection, token: str | None) 
         )
 
     async def recipes(request: Request) -> Response:
+        if intake is None:
+            return JSONResponse(
+                {"error": "this face takes no recipes; send them to the node's operator face"},
+                status_code=403,
+            )
         if face.recipes_need_token:
             given = request.headers.get("authorization", "")
             if token is None:
@@ -154,7 +174,7 @@ def build_app(node: Node, face: Face, settings: HttpSection, token: str | None) 
                 return JSONResponse({"error": "wrong token"}, status_code=403)
         if not bucket.take():
             return JSONResponse({"error": "too many recipes; slow down"}, status_code=429)
-        if node.recipes.full:
+        if intake.recipes.full:
             return JSONResponse({"error": "the recipe queue is full"}, status_code=429)
         try:
             body = await read_body(request, settings.max_body_bytes)
@@ -165,42 +185,42 @@ def build_app(node: Node, face: Face, settings: HttpSection, token: str | None) 
         except RecipeError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         try:
-            key = await node.submit_recipe(recipe)
+            key = await intake.submit_recipe(recipe)
         except ValueError as exc:  # the gossip checks refused it (e.g. too large once framed)
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"queued": key.hex(), "pending": len(node.recipes)}, status_code=202)
+        return JSONResponse({"queued": key.hex(), "pending": len(intake.recipes)}, status_code=202)
 
     def _window() -> list[int]:
-        playing = node.current_slot() - 1  # slot s plays during slot s + 1
+        playing = channel.current_slot() - 1  # slot s plays during slot s + 1
         return list(range(max(0, playing - settings.playlist_slots + 1), playing + 1))
 
     def _durations(paths: list[tuple[int, Path | None]]) -> list[tuple[int, float]]:
         """Probing files blocks: run in a worker thread, on paths looked up in the node's own thread."""
-        return [(slot, playout.CARD_SEC if p is None else node.segments.duration(p)) for slot, p in paths]
+        return [(slot, playout.CARD_SEC if p is None else channel.segments.duration(p)) for slot, p in paths]
 
-    async def channel(request: Request) -> Response:
-        paths = [(slot, node.media_path(slot)) for slot in _window()]
+    async def live_playlist(request: Request) -> Response:
+        paths = [(slot, channel.media_path(slot)) for slot in _window()]
         entries = await trio.to_thread.run_sync(_durations, paths)
         return Response(
-            playout.playlist(entries, node.genesis.slot_sec),
+            playout.playlist(entries, channel.genesis.slot_sec),
             media_type="application/vnd.apple.mpegurl",
             headers={"cache-control": "no-cache"},
         )
 
     async def slot_ts(request: Request) -> Response:
         slot = _slot(request)
-        if slot is None or slot > node.current_slot() - 1:
+        if slot is None or slot > channel.current_slot() - 1:
             return JSONResponse({"error": "no such slot in the channel yet"}, status_code=404)
-        path = node.media_path(slot)
+        path = channel.media_path(slot)
         if path is None:
-            segment = await trio.to_thread.run_sync(node.segments.card)
+            segment = await trio.to_thread.run_sync(channel.segments.card)
         else:
-            segment = await trio.to_thread.run_sync(node.segments.segment, path)
+            segment = await trio.to_thread.run_sync(channel.segments.segment, path)
         return FileResponse(segment, media_type="video/mp2t")
 
     routes = [
         Route("/", index, methods=["GET", "HEAD"]),
-        Route("/channel.m3u8", channel, methods=["GET", "HEAD"]),
+        Route("/channel.m3u8", live_playlist, methods=["GET", "HEAD"]),
         Route("/slots/{slot}.ts", slot_ts, methods=["GET", "HEAD"]),
         Route("/status", status, methods=["GET", "HEAD"]),
         Route("/schedule.json", schedule, methods=["GET", "HEAD"]),
@@ -208,7 +228,7 @@ def build_app(node: Node, face: Face, settings: HttpSection, token: str | None) 
         Route("/slots/{slot}.cert", slot_certificate, methods=["GET", "HEAD"]),
         Route("/recipes", recipes, methods=["POST"]),
     ]
-    if face.metrics:
+    if metrics_of is not None:
         routes.append(Route("/metrics", metrics, methods=["GET", "HEAD"]))
     return Starlette(routes=routes, exception_handlers={Exception: _internal_error})
 

@@ -115,7 +115,8 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
                 "generation_config": "../engine.yaml",
                 "log_format": "json",
             },
-            "http": {"public_addr": f"127.0.0.1:{public[i]}"},
+            # the face in each node's process: a second process per node would halve how many nodes fit
+            "http": {"public_addr": f"127.0.0.1:{public[i]}", "public_process": False},
             "chain": {
                 "genesis_time": genesis_time,
                 "seed": f"simnet-{scenario.name}-{scenario.seed}",

@@ -335,7 +335,8 @@ def http_door(request: tuple[str, str, list[tuple[bytes, bytes]], bytes]) -> Non
     from node.web import Face, build_app
 
     method, path, headers, body = request
-    app = build_app(_StubNode(), Face(metrics=True, recipes_need_token=False), HttpSection(), None)  # type: ignore[arg-type]
+    stub = _StubNode()
+    app = build_app(stub, Face(stub.metrics, stub, recipes_need_token=False), HttpSection(), None)  # type: ignore[arg-type]
     sent: list[dict[str, Any]] = []
     chunks = [body[i : i + 700] for i in range(0, len(body), 700)] or [b""]
 

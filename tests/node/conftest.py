@@ -41,7 +41,8 @@ def node_config(
             "storage_dir": str(root / f"n{i}"),
             "http_addr": "127.0.0.1:0",
         },
-        "http": {"public_addr": "127.0.0.1:0"},
+        # the public face in the node's process: tests reach into it (`test_public_face` runs it apart)
+        "http": {"public_addr": "127.0.0.1:0", "public_process": False, **extra.pop("http", {})},
         "chain": {
             "genesis_time": genesis_time,
             "seed": "node-tests",

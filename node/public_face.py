@@ -1,0 +1,193 @@
+"""The public face in a process of its own, at a lower CPU priority than the node.
+
+Why: on a small machine a crowd of viewers, served from the node's own
+process, takes the CPU and the GIL that the node's director work needs, and
+the director misses its phase deadlines (measured: bench/RESULTS.md,
+http_load). In a process of its own, niced, the operating system gives the
+node the CPU first, and a viewer's request can never hold the node's event
+loop.
+
+The child reads what the node has already made durable: certificates, their
+arrival times and CLIP scores from the node's SQLite database (a read-only
+connection; WAL mode lets it read while the node writes), and media from the
+content store. It keeps its own ledger, applying the stored certificates in
+slot order, as the node does at restart. It changes nothing, and so takes no
+recipes: those go to the operator face.
+
+Protocol with the parent: the node's settings as one JSON line on stdin; the
+child answers with one JSON line on stdout, `{"public_port": N}`, once it
+listens; stdin then stays open, and its end (the node exited, however it
+exited) ends the child. The node's `PublicFace` supervisor restarts a child
+that dies, with a log line, and stops the node if it keeps dying.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from consensus.ledger import Ledger, LedgerError
+from network.media.store import MediaStore
+from node import api, logs, web
+from node.clock import WallClock
+from node.playout import SegmentCache
+from node.recipes import RecipeQueue, load_fallback
+from node.settings import NodeSettings
+from node.storage import Storage
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+REFRESH_SEC = 0.5  # how soon a stored certificate reaches the face
+MAX_SETTINGS_BYTES = 1 << 20
+START_TIMEOUT_SEC = 60.0  # imports and the ledger replay, on a slow machine
+MAX_QUICK_DEATHS = 5  # a child dying this often, each within a minute of its start, stops the node
+
+
+class StoredChannel:
+    """The channel as the node's storage holds it: what `node.api.Channel` asks, read-only."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.genesis = settings.chain.genesis()
+        self.chain_id = self.genesis.chain_id
+        self.ledger = Ledger(self.genesis)
+        self.clock = WallClock()
+        storage_dir = Path(settings.node.storage_dir)
+        self.storage = Storage.reader(storage_dir / "node.sqlite", self.chain_id)
+        self.media_store = MediaStore(
+            storage_dir / "media", max_file_bytes=settings.network.media.max_file_bytes
+        )
+        self.segments = SegmentCache(storage_dir / "hls-public")  # its own: the node's face may remux too
+        self.recipes = RecipeQueue(self.ledger, load_fallback(settings.node.fallback_recipe), 0)
+        self.refresh()
+
+    def refresh(self) -> int:
+        """Apply the certificates stored since the last call, in slot order; how many."""
+        last = max(self.ledger.certificates, default=-1)
+        applied = 0
+        for cert in self.storage.certificates(from_slot=last + 1):
+            try:
+                self.ledger.apply(cert)
+            except LedgerError as exc:  # the node applied it before storing it: a bug worth a log
+                log.error("stored certificate for slot %d not applied: %s", cert.slot, exc)
+                break
+            applied += 1
+        return applied
+
+    def current_slot(self) -> int:
+        return max(self.genesis.slot_at(self.clock.now()), 0)
+
+    def media_path(self, slot: int) -> Path | None:
+        cert = self.ledger.certificates.get(slot)
+        if cert is None or not self.media_store.has(cert.value.candidate):
+            return None
+        return self.media_store.path(cert.value.candidate)
+
+    def status(self) -> dict[str, Any]:
+        return {**api.chain_status(self), "face": "public, own process"}
+
+
+async def _serve_child(settings: NodeSettings, stdin: trio.abc.ReceiveStream) -> None:
+    channel = StoredChannel(settings)
+    face = web.Face(metrics=None, intake=None, recipes_need_token=True)
+    app = web.build_app(channel, face, settings.http, None)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(web.serve, app, settings.http.public_addr, settings.http)
+        sys.stdout.write(json.dumps({"public_port": port}) + "\n")
+        sys.stdout.flush()
+
+        async def refresh() -> None:
+            while True:
+                await trio.sleep(REFRESH_SEC)
+                channel.refresh()
+
+        nursery.start_soon(refresh)
+        while await stdin.receive_some(4096):  # the parent's end of the pipe closes: stop
+            pass
+        log.info("the node is gone; the public face stops")
+        nursery.cancel_scope.cancel()
+
+
+def child_main() -> None:
+    """`python -m node.public_face`: read the settings, serve until stdin closes."""
+    raw = sys.stdin.buffer.readline(MAX_SETTINGS_BYTES)
+    settings = NodeSettings.model_validate_json(raw)
+    logs.configure(settings.node.log_format, settings.node.log_level)
+    logs.node_name.set("public-face")
+    os.nice(settings.http.public_nice)
+
+    async def main() -> None:
+        stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+        async with stdin:
+            await _serve_child(settings, stdin)
+
+    trio.run(main)
+
+
+class PublicFace:
+    """The node's side: starts the child, learns its port, restarts it when it dies."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self._payload = (settings.model_dump_json() + "\n").encode()
+        self.port: int | None = None
+        self.pid: int | None = None
+        self.restarts = 0
+
+    async def run(self, *, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        quick_deaths = 0
+        while True:
+            started = time.monotonic()
+            rc = await self._run_once(task_status)
+            task_status = trio.TASK_STATUS_IGNORED  # reported once; a restart keeps the configured address
+            quick_deaths = quick_deaths + 1 if time.monotonic() - started < 60 else 1
+            if quick_deaths >= MAX_QUICK_DEATHS:
+                raise RuntimeError(f"the public face died {quick_deaths} times in a row (last exit {rc})")
+            self.restarts += 1
+            log.error("the public face exited with %s; restarting it (restart %d)", rc, self.restarts)
+            await trio.sleep(1.0)
+
+    async def _run_once(self, task_status: TaskStatus[int]) -> int:
+        command = [sys.executable, "-m", "node.public_face"]
+        async with trio.open_nursery() as nursery:
+            proc: trio.Process = await nursery.start(
+                lambda task_status: trio.run_process(
+                    command,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    check=False,
+                    task_status=task_status,
+                )
+            )
+            assert proc.stdin is not None and proc.stdout is not None
+            await proc.stdin.send_all(self._payload)
+            line = b""
+            with trio.move_on_after(START_TIMEOUT_SEC):
+                while not line.endswith(b"\n") and len(line) < 4096:
+                    chunk = await proc.stdout.receive_some(4096)
+                    if not chunk:
+                        break
+                    line += chunk
+            try:
+                self.port = int(json.loads(line)["public_port"])
+            except (ValueError, KeyError, TypeError):
+                proc.kill()
+                rc = await proc.wait()
+                raise RuntimeError(f"the public face did not start (exit {rc}; its log is above)") from None
+            self.pid = proc.pid
+            log.info("public face serving on port %d (pid %d)", self.port, proc.pid)
+            task_status.started(self.port)
+            return await proc.wait()
+
+
+if __name__ == "__main__":
+    child_main()
