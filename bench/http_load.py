@@ -119,7 +119,6 @@ def main() -> int:
     )
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "http_load.json")
     args = parser.parse_args()
-    os.nice(args.client_nice)
     work = Path(tempfile.mkdtemp(prefix="icn-http-load-"))
     cli = [sys.executable, "-m", "node.cli"]
     subprocess.run(
@@ -135,6 +134,7 @@ def main() -> int:
         config.write_text(text.replace("public_process = true", "public_process = false"))
     log = open(work / "run.log", "w")  # noqa: SIM115 - handed to the process
     node = subprocess.Popen([*cli, "run", "--config", "node.toml"], cwd=work, stdout=log, stderr=log)
+    os.nice(args.client_nice)  # only now: the node must not inherit it
     base = "http://127.0.0.1:8080"
     try:
         slot = None
@@ -148,6 +148,7 @@ def main() -> int:
             slot = held[0]["slot"] if held else None
         if slot is None:
             raise SystemExit(f"no slot committed; see {work / 'run.log'}")
+        print(f"node log: {work / 'run.log'}")
         size = len(_get(f"{base}/slots/{slot}.mp4"))
         before = _get("http://127.0.0.1:9464/metrics").decode()
         results = {}
