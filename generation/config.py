@@ -295,6 +295,16 @@ class GenerationSettings(_Strict):
             raise ConfigError(f"no packaged config named {name!r}")
         return cls.from_mapping(yaml.safe_load(ref.read_text()), origin=f"packaged config {name}")
 
+    def with_media_seconds(self, seconds: float) -> GenerationSettings:
+        """The same engine, making `seconds` of speech and video per slot (frames: `fps` times that).
+
+        The tiny profile makes 2 s slots so that tests run fast; `icn-node generate` asks for a whole
+        slot. Validated again, so a length the buffers cannot hold is refused as a config error."""
+        data = self.model_dump()
+        data["buffers"]["audio"]["duration_sec"] = seconds
+        data["buffers"]["video"]["frames"] = max(1, round(seconds * self.buffers.video.fps))
+        return type(self).from_mapping(data, origin=f"{seconds:g} s of media")
+
     # -- derived values -----------------------------------------------------------------------------
     def resolved_device(self) -> str:
         name = self.device.name

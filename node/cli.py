@@ -38,15 +38,26 @@ def _read_recipe(path: str) -> bytes | None:
 def _cmd_generate(args: argparse.Namespace) -> int:
     import anyio
 
+    from generation.config import GenerationSettings
+    from generation.errors import ConfigError
     from generation.media import write_slot_media
     from generation.outputs import write_result
     from generation.pipeline import VortexPipeline
+    from generation.recipe import SLOT_AUDIO_SEC
 
     text = _read_recipe(args.recipe)  # fail before the models load
     if text is None:
         return EXIT_BAD_INPUT
-    print("loading models ...", file=sys.stderr)
-    pipeline = VortexPipeline(config_path=args.config)
+    try:
+        seconds = SLOT_AUDIO_SEC if args.seconds is None else args.seconds
+        settings = GenerationSettings.load(args.config).with_media_seconds(seconds)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(
+        f"loading models ({settings.resolved_source()} on {settings.resolved_device()}) ...", file=sys.stderr
+    )
+    pipeline = VortexPipeline(settings=settings)
     sources = ", ".join(f"{k}: {v}" for k, v in pipeline.sources.items())
     print(f"models ready in {pipeline.cold_start_sec:.1f} s; {sources}", file=sys.stderr)
     print(f"generating slot {args.slot_id} ...", file=sys.stderr)
@@ -378,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--config", help="engine config (.yaml, or .toml with a [generation] table)")
     gen.add_argument(
         "--slot-id", type=int, default=0, help="slot number (seeds the noise when the recipe has none)"
+    )
+    gen.add_argument(
+        "--seconds",
+        type=float,
+        help="media length: speech up to this long, video at the engine's fps (default: a whole slot, "
+        "45 s, also with the tiny engine, whose slots in a node are 2 s)",
     )
     gen.set_defaults(func=_cmd_generate)
 

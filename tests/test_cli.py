@@ -41,6 +41,8 @@ def test_generate_writes_actor_frames_and_result(
             str(tiny_config),
             "--slot-id",
             "42",
+            "--seconds",
+            "2",
         ]
     )
     assert code == EXIT_OK
@@ -62,6 +64,32 @@ def test_generate_writes_actor_frames_and_result(
         "speech": "kokoro-82m int8 onnx (PyPI)",
         "warp": "liveportrait",
     }
+
+
+def test_generate_writes_the_length_asked_for_with_the_scripts_real_speech(
+    tiny_config: Path, recipe_file: Path, tmp_path: Path
+) -> None:
+    import av
+
+    out = tmp_path / "out"
+    args = ["generate", "--recipe", str(recipe_file), "--out", str(out), "--config", str(tiny_config)]
+    assert main([*args, "--seconds", "5"]) == EXIT_OK
+    with av.open(str(out / "slot.mp4")) as mp4:
+        video = mp4.streams.video[0]
+        assert video.frames == 5 * 24 and (video.width, video.height) == (64, 64)
+        assert mp4.streams.audio and float(mp4.duration or 0) / av.time_base >= 4.9
+    assert main([*args, "--seconds", "-1"]) == EXIT_BAD_INPUT  # refused by the buffers' own bounds
+
+
+def test_a_whole_slot_is_the_default_length_even_for_the_tiny_engine(tiny_config: Path) -> None:
+    from generation.config import GenerationSettings
+    from generation.recipe import SLOT_AUDIO_SEC
+
+    tiny = GenerationSettings.load(tiny_config)
+    assert tiny.buffers.video.frames == 48  # the tests' 2 s slots
+    whole = tiny.with_media_seconds(SLOT_AUDIO_SEC)
+    assert whole.buffers.audio.duration_sec == 45.0 and whole.buffers.video.frames == 45 * 24
+    assert whole.buffers.video.width == 64 and whole.models == tiny.models
 
 
 def test_generate_rejects_a_bad_recipe_before_loading(tiny_config: Path, tmp_path: Path, capsys) -> None:
