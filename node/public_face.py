@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 REFRESH_SEC = 0.5  # how soon a stored certificate reaches the face
 MAX_SETTINGS_BYTES = 1 << 20
 START_TIMEOUT_SEC = 60.0  # imports and the ledger replay, on a slow machine
+OWN_FILES = 64  # descriptors the face needs besides its connections: files served, SQLite, pipes, imports
 MAX_QUICK_DEATHS = 5  # a child dying this often, each within a minute of its start, stops the node
 
 
@@ -118,6 +120,45 @@ async def _serve_child(settings: NodeSettings, stdin: trio.abc.ReceiveStream) ->
         nursery.cancel_scope.cancel()
 
 
+class _OncePer(logging.Filter):
+    """Lets one record through per `seconds`: trio logs a refused accept every 0.1 s while the
+    connection limit holds, which a flood of connections must not turn into a flood of log lines."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self._seconds = seconds
+        self._next = 0.0
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            self.suppressed += 1
+            return False
+        self._next = now + self._seconds
+        if self.suppressed:
+            record.msg = f"{record.msg} ({self.suppressed} more since the last such line)"
+            self.suppressed = 0
+        return True
+
+
+def limit_connections(max_connections: int) -> int:
+    """Cap this process's open descriptors at `max_connections` plus `OWN_FILES`; the new soft limit.
+
+    Hypercorn has no connection limit of its own. Past this one, accept() fails with EMFILE and
+    trio's accept loop waits and retries while new connections queue in the kernel. A crowd that
+    takes every descriptor makes a media request fail (a 500: its file cannot be opened) until
+    some connections close or time out; the face stays up, and the node, another process, keeps
+    every descriptor it has."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = max_connections + OWN_FILES
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    logging.getLogger("trio.serve_listeners").addFilter(_OncePer(10.0))
+    return soft
+
+
 def child_main() -> None:
     """`python -m node.public_face`: read the settings, serve until stdin closes."""
     raw = sys.stdin.buffer.readline(MAX_SETTINGS_BYTES)
@@ -125,6 +166,7 @@ def child_main() -> None:
     logs.configure(settings.node.log_format, settings.node.log_level)
     logs.node_name.set("public-face")
     os.nice(settings.http.public_nice)
+    limit_connections(settings.http.public_max_connections)
 
     async def main() -> None:
         stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))

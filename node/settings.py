@@ -184,6 +184,13 @@ class HttpSection(_Strict):
         "then cannot take the CPU and the GIL the node's director work needs (it takes no recipes)",
     )
     public_nice: int = Field(10, ge=0, le=19, description="that process's scheduling niceness")
+    public_max_connections: int = Field(
+        1000,
+        ge=16,
+        le=100_000,
+        description="open connections that process holds at most (its file-descriptor limit); "
+        "more wait in the kernel's listen queue",
+    )
 
     _addr = field_validator("public_addr")(classmethod(lambda cls, v: _host_port(v)))
 

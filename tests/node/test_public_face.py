@@ -3,6 +3,7 @@ and ends with the node however the node ends."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -109,3 +110,30 @@ def test_the_public_face_ends_when_its_node_is_gone(tmp_path: Path) -> None:
     assert json.loads(child.stdout.readline()) == {"public_port": port}
     child.stdin.close()  # what the kernel does when the node dies
     assert child.wait(timeout=20) == 0
+
+
+@pytest.mark.trio
+async def test_a_crowd_of_connections_is_capped_and_the_face_answers_once_it_leaves(
+    tmp_path: Path, node_engine: object
+) -> None:
+    from node.public_face import OWN_FILES
+
+    [port] = free_ports(1)
+    http = {"public_addr": f"127.0.0.1:{port}", "public_process": True, "public_max_connections": 16}
+    async with cluster(tmp_path, node_engine, n=1, http=http) as c:
+        node = c.nodes[0]
+        assert node is not None and node.public_face is not None and node.public_face.pid is not None
+        pid = node.public_face.pid
+        crowd = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(150)]
+        await trio.sleep(2.0)  # the face accepts what it may
+        held = len(os.listdir(f"/proc/{pid}/fd"))
+        assert held <= 16 + OWN_FILES, held
+        for stream in crowd:
+            await stream.aclose()
+        with trio.fail_after(30):
+            while True:
+                with contextlib.suppress(OSError, trio.TooSlowError):
+                    if (await raw(port, get("/status"), timeout=5))[0] == 200:
+                        break
+                await trio.sleep(0.2)
+        assert node.public_face.restarts == 0 and node.public_face.pid == pid
