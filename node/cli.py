@@ -141,7 +141,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     identity = load_key_file(key_path) if key_path.exists() else write_key_file(key_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     token_path = out.parent / "api.token"
-    if not token_path.exists():  # the bearer token for POST /recipes on the public face, owner-only
+    if not token_path.exists():  # the bearer token for POST /recipes off loopback, owner-only
         fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32) + "\n")
@@ -186,7 +186,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     if notes:
         print("  no CUDA device here: the tiny CPU engine, said so in the file")
     print(f"key {key_path}: peer id {identity.peer_id}")
-    print(f"token {token_path} (mode 0600): the bearer token for POST /recipes on the public HTTP face")
+    print(f"token {token_path} (mode 0600): the bearer token for POST /recipes on a face off loopback")
     return EXIT_OK
 
 

@@ -170,7 +170,8 @@ class HttpSection(_Strict):
     )
     token_file: str | None = Field(
         None,
-        description="bearer token for POST /recipes on the public face (mode 0600); unset: it takes none",
+        description="bearer token (mode 0600) for POST /recipes on the operator face off loopback, and on "
+        "the public face when it runs in the node's process; unset: those take none",
     )
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
