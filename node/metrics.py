@@ -45,6 +45,17 @@ class NodeMetrics:
         self.vram_bytes = Gauge("icn_vram_bytes", "Device memory of the engine", ["kind"], registry=r)
         self.media_fetched_bytes = Counter("icn_media_fetched_bytes", "Media bytes downloaded", registry=r)
         self.evidence = Counter("icn_evidence", "Equivocation evidence seen", registry=r)
+        self.media_bytes = Gauge("icn_media_bytes", "Media bytes on disk, as of the last pruning", registry=r)
+        self.media_pruned_bytes = Counter(
+            "icn_media_pruned_bytes", "Media bytes deleted by retention", registry=r
+        )
+        self.media_pruned_files = Counter(
+            "icn_media_pruned_files", "Media files deleted by retention", registry=r
+        )
+        self.db_bytes = Gauge("icn_db_bytes", "The database's size on disk, with its log", registry=r)
+        self.db_rows_pruned = Counter(
+            "icn_db_rows_pruned", "Journal, outcome and score rows pruned", registry=r
+        )
 
     def watch(self, read: Callable[[], Iterable[Metric]]) -> None:
         """Add metrics computed at scrape time (peers, message counters, bytes served)."""

@@ -52,6 +52,7 @@ from node.ports import Behaviour, Honest, publish_own
 from node.propagation import MediaPropagation
 from node.public_face import PublicFace
 from node.recipes import RecipeQueue, load_fallback
+from node.retention import Retention
 from node.settings import NodeSettings
 from node.slot_driver import SlotDrivers, SlotPorts
 from node.storage import Storage
@@ -145,6 +146,11 @@ class Node:
         self.public_face: PublicFace | None = None  # when it runs in its own process
         self.token = web.read_token(settings.http.token_file)
         self.chain.restore()
+        self.retention = Retention(
+            settings.storage, self.media_store, self.storage, self.ledger, self.metrics,
+            self.current_slot, self.clock.now,
+            protected_slots=settings.http.playlist_slots + 2,  # the live window, and the slot being agreed
+        )  # fmt: skip
 
     # -- ValidationContext (gossip checks) ------------------------------------------------------------
     def current_slot(self) -> int:
@@ -222,6 +228,7 @@ class Node:
                     nursery.start_soon(self._media_have_loop, service)
                     nursery.start_soon(self.chain.catch_up_loop, _PeersForCatchUp(net, sync))
                     nursery.start_soon(self.lifecycle.run)
+                    nursery.start_soon(self.retention.run)
                     log.info("node %s up: %s", net.peer_id, [str(a) for a in net.addrs()])
                     task_status.started(self)
         finally:

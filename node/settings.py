@@ -203,6 +203,21 @@ class LimitsSection(_Strict):
     catch_up_batch: int = Field(64, ge=1, le=10_000, description="certificates asked of a peer at once")
 
 
+class StorageSection(_Strict):
+    """What the node keeps on disk, and for how long. The defaults fit a node with 50 GB of disk."""
+
+    media_keep_hours: float = Field(
+        48.0, gt=0, le=24 * 3650, description="committed media is deleted this long after it arrived"
+    )
+    media_max_gb: float = Field(
+        40.0, gt=0, le=1_000_000, description="and beyond this much media, the oldest goes first"
+    )
+    journal_keep_slots: int = Field(
+        1920, ge=100, le=10_000_000, description="vote journal, slot outcomes and CLIP scores kept, in slots"
+    )
+    prune_every_sec: float = Field(60.0, ge=1, le=86_400, description="how often the node prunes")
+
+
 class NodeSettings(_Strict):
     node: NodeSection = NodeSection()
     chain: ChainSection
@@ -212,6 +227,7 @@ class NodeSettings(_Strict):
     generation: GenerationSettings = GenerationSettings()
     http: HttpSection = HttpSection()
     limits: LimitsSection = LimitsSection()
+    storage: StorageSection = StorageSection()
 
     @model_validator(mode="after")
     def _phases_fit_the_slot(self) -> NodeSettings:

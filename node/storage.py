@@ -201,6 +201,24 @@ class Storage:
     def media_for_slot(self, slot: int) -> list[bytes]:
         return [r[0] for r in self._db.execute("SELECT cid FROM media WHERE slot=?", (slot,))]
 
+    def forget_media(self, cids: list[bytes]) -> None:
+        with self._tx():
+            self._db.executemany("DELETE FROM media WHERE cid=?", [(c,) for c in cids])
+
+    def prune_before(self, slot: int) -> int:
+        """Drop the vote journal, slot outcomes and CLIP scores of slots before `slot`; rows dropped.
+
+        Certificates and evidence stay: the ledger is rebuilt from them at start."""
+        dropped = 0
+        with self._tx():
+            for table in ("votes", "outcomes", "clip_scores"):
+                dropped += self._db.execute(f"DELETE FROM {table} WHERE slot < ?", (slot,)).rowcount
+        return dropped
+
+    def size_bytes(self) -> int:
+        """The database's files on disk (with its write-ahead log)."""
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+
     # -- CLIP agreement, for the schedule ----------------------------------------------------------------
     def put_clip_scores(self, slot: int, scores: list[ClipScore]) -> None:
         with self._tx():

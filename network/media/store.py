@@ -118,6 +118,38 @@ class MediaStore:
         finally:
             tmp.unlink(missing_ok=True)
 
+    # -- retention ----------------------------------------------------------------------------------
+    def files(self) -> list[tuple[bytes, int, float]]:
+        """Every complete file: (content id, bytes, when it was stored: its mtime)."""
+        out = []
+        for p in self.root.iterdir():
+            if len(p.name) == _HEX_ID_LEN:
+                try:
+                    st = p.stat()
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                out.append((bytes.fromhex(p.name), st.st_size, st.st_mtime))
+        return out
+
+    def remove(self, cid: bytes) -> None:
+        """Delete a complete file (a reader that has it open keeps reading it: POSIX unlink)."""
+        with self._lock:
+            self._lists.pop(cid, None)
+        self.path(cid).unlink(missing_ok=True)
+
+    def remove_stale_partials(self, older_than: float) -> int:
+        """Delete downloads left unfinished since before `older_than` (a wall time); their bytes."""
+        freed = 0
+        for p in self.partial_dir.iterdir():
+            try:
+                st = p.stat()
+                if st.st_mtime < older_than:
+                    p.unlink()
+                    freed += st.st_size
+            except FileNotFoundError:
+                continue
+        return freed
+
     # -- downloads ----------------------------------------------------------------------------------
     def open_partial(self, chunk_list: ChunkList) -> PartialFile:
         if chunk_list.size > self.max_file_bytes:

@@ -1,0 +1,79 @@
+"""Retention: old and excess media deleted, the live window never, old journal rows dropped."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from consensus.ledger import Ledger
+from consensus.messages import Value
+from network.media.store import MediaStore
+from node.metrics import NodeMetrics
+from node.retention import GB, Retention, choose
+from node.settings import StorageSection
+from node.storage import Storage
+from tests.node.test_components import GENESIS, certify
+
+HOUR = 3600.0
+
+
+def test_old_files_go_then_the_oldest_past_the_cap_and_protected_ones_never() -> None:
+    now = 100 * HOUR
+    files = [
+        (b"old", 10, now - 50 * HOUR),
+        (b"old-but-playing", 10, now - 60 * HOUR),
+        (b"a", 40, now - 3 * HOUR),
+        (b"b", 40, now - 2 * HOUR),
+        (b"c", 40, now - 1 * HOUR),
+    ]
+    pruned = choose(files, {b"old-but-playing"}, now, keep_sec=48 * HOUR, max_bytes=100)
+    # "old" is too old; then 130 bytes remain against 100: the oldest unprotected ("a") goes
+    assert pruned.removed == [b"old", b"a"] and pruned.removed_bytes == 50 and pruned.kept_bytes == 90
+    # a cap the protected files alone exceed: everything else goes, they stay
+    pruned = choose(files, {b"b", b"c"}, now, keep_sec=1000 * HOUR, max_bytes=10)
+    assert set(pruned.removed) == {b"old", b"old-but-playing", b"a"} and pruned.kept_bytes == 80
+
+
+@pytest.mark.trio
+async def test_the_node_prunes_its_store_and_database_but_not_the_live_window(tmp_path: Path) -> None:
+    ledger = Ledger(GENESIS)
+    storage = Storage(tmp_path / "node.sqlite", GENESIS.chain_id)
+    store = MediaStore(tmp_path / "media")
+    now = 1_000 * HOUR
+    cids = {}
+    for slot in range(10):
+        cid = store.add_bytes(b"slot %d " % slot + b"x" * 1000)
+        os.utime(store.path(cid), (now - (10 - slot) * HOUR, now - (10 - slot) * HOUR))  # slot 0: 10 h old
+        storage.put_media(cid, slot, 1007, "produced")
+        ledger.apply(certify(ledger, slot, Value(cid)))
+        storage.record(slot, 0, "prevote", cid)
+        cids[slot] = cid
+    (store.partial_dir / "abandoned").write_bytes(b"y" * 500)
+    os.utime(store.partial_dir / "abandoned", (now - 2 * HOUR, now - 2 * HOUR))
+    metrics = NodeMetrics()
+    settings = StorageSection(media_keep_hours=4.5, media_max_gb=3000 / GB, journal_keep_slots=100)
+    retention = Retention(
+        settings, store, storage, ledger, metrics, lambda: 105, lambda: now, protected_slots=2
+    )  # fmt: skip
+    # slots 0-5 are over 4.5 h old; of 6-9, the cap of 3,000 bytes keeps the newest two
+    pruned = await retention.prune_once()
+    assert sorted(pruned.removed) == sorted(cids[s] for s in range(8))
+    assert [s for s in range(10) if store.has(cids[s])] == [8, 9]
+    assert storage.media_ids() == {cids[8], cids[9]} and not (store.partial_dir / "abandoned").exists()
+    assert storage.votes(4) == []  # slot 105 - 100 = 5: slots before it lose their journal
+    assert storage.votes(7) != []
+    sample = metrics.registry.get_sample_value
+    assert sample("icn_media_pruned_files_total") == 8
+    assert sample("icn_media_pruned_bytes_total") == 8 * 1007 + 500
+    assert sample("icn_media_bytes") == 2 * 1007 and (sample("icn_db_bytes") or 0) > 0
+    assert (sample("icn_db_rows_pruned_total") or 0) >= 5
+
+    # the live window: at slot 9 with two slots protected, 7-9 stay however old and large they are
+    retention = Retention(
+        StorageSection(media_keep_hours=0.001, media_max_gb=1 / GB), store, storage, ledger, metrics,
+        lambda: 9, lambda: now, protected_slots=2,
+    )  # fmt: skip
+    assert (await retention.prune_once()).removed == []
+    assert store.has(cids[8]) and store.has(cids[9])
