@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO, Any
 
 
 def card_name(device) -> str:
@@ -42,3 +48,29 @@ def write_json(result: dict, path: str | Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def record_header(bench: str) -> dict[str, Any]:
+    """What every JSON result starts with: the benchmark, when, on what, and the command."""
+    return {
+        "bench": bench,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
+        "command": " ".join(sys.argv),
+    }
+
+
+def start_cli_node(
+    work: Path, init_args: list[str], edits: dict[str, str], log: IO[str]
+) -> subprocess.Popen[bytes]:
+    """`icn-node init` in `work`, the config's text edited (each key must be found), then `icn-node run`
+    as a process logging to `log`: a node as an operator starts one."""
+    cli = [sys.executable, "-m", "node.cli"]
+    subprocess.run([*cli, "init", *init_args], cwd=work, check=True, capture_output=True)
+    config = work / "node.toml"
+    text = config.read_text()
+    for old, new in edits.items():
+        assert old in text, f"the template no longer writes {old!r}"
+        text = text.replace(old, new)
+    config.write_text(text)
+    return subprocess.Popen([*cli, "run", "--config", "node.toml"], cwd=work, stdout=log, stderr=log)

@@ -18,19 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import record_header, start_cli_node  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RANGE = 256 * 1024
@@ -120,20 +120,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "http_load.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="icn-http-load-"))
-    cli = [sys.executable, "-m", "node.cli"]
-    subprocess.run(
-        [*cli, "init", "--slot-sec", f"{args.slot_sec:g}", "--start-in", "20"],
-        cwd=work,
-        check=True,
-        capture_output=True,
-    )
-    if args.in_process:
-        config = work / "node.toml"
-        text = config.read_text()
-        assert "public_process = true" in text, "the template no longer writes public_process"
-        config.write_text(text.replace("public_process = true", "public_process = false"))
     log = open(work / "run.log", "w")  # noqa: SIM115 - handed to the process
-    node = subprocess.Popen([*cli, "run", "--config", "node.toml"], cwd=work, stdout=log, stderr=log)
+    edits = {"public_process = true": "public_process = false"} if args.in_process else {}
+    node = start_cli_node(work, ["--slot-sec", f"{args.slot_sec:g}", "--start-in", "20"], edits, log)
     os.nice(args.client_nice)  # only now: the node must not inherit it
     base = "http://127.0.0.1:8080"
     try:
@@ -173,10 +162,7 @@ def main() -> int:
         print(f"| {name} | {args.clients} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
     print(f"slots meanwhile: {slots}")
     record = {
-        "bench": "http_load",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
-        "command": " ".join(sys.argv),
+        **record_header("http_load"),
         "slot_sec": args.slot_sec,
         "public_face": "in the node's process" if args.in_process else "own process (niced)",
         "client_nice": args.client_nice,

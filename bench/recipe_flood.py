@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
-import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import record_header, start_cli_node  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,15 +44,10 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "recipe_flood.json")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="icn-recipe-flood-"))
-    cli = [sys.executable, "-m", "node.cli"]
-    subprocess.run([*cli, "init", "--start-in", "15"], cwd=work, check=True, capture_output=True)
-    config = work / "node.toml"
-    text = config.read_text()
-    assert "recipes_per_minute = 60" in text, "the template no longer writes recipes_per_minute"
-    config.write_text(text.replace("recipes_per_minute = 60", "recipes_per_minute = 100000"))
-    limit = int(text.split("recipe_queue = ")[1].split()[0])
     log = open(work / "run.log", "w")  # noqa: SIM115 - handed to the process
-    node = subprocess.Popen([*cli, "run", "--config", "node.toml"], cwd=work, stdout=log, stderr=log)
+    unlimited = {"recipes_per_minute = 60": "recipes_per_minute = 100000"}  # only the queue's bound stops it
+    node = start_cli_node(work, ["--start-in", "15"], unlimited, log)
+    limit = int((work / "node.toml").read_text().split("recipe_queue = ")[1].split()[0])
     rows = []
     try:
         deadline = time.time() + 120
@@ -104,10 +98,7 @@ def main() -> int:
         print(f"| {row['sent']} | {row['rss_mib']} | {c.get(202, '')} | {c.get(429, '')} | {other} |")
     print(f"pending recipes at the end: {pending}")
     record = {
-        "bench": "recipe_flood",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
-        "command": " ".join(sys.argv),
+        **record_header("recipe_flood"),
         "queue_limit": limit,
         "seconds": round(elapsed, 1),
         "rows": rows,
