@@ -30,7 +30,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import record_header, start_cli_node  # noqa: E402
+from common import record_header, start_cli_node, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RANGE = 256 * 1024
@@ -169,8 +169,7 @@ def main() -> int:
         "results": results,
         "slots": slots,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1) + "\n")
+    write_json(record, args.json)
     return 0
 
 

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import record_header, start_cli_node  # noqa: E402
+from common import record_header, start_cli_node, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,8 +104,7 @@ def main() -> int:
         "rows": rows,
         "pending_at_end": pending,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1) + "\n")
+    write_json(record, args.json)
     return 0
 
 
