@@ -18,7 +18,10 @@ Protocol with the parent: the node's settings as one JSON line on stdin; the
 child answers with one JSON line on stdout, `{"public_port": N}`, once it
 listens; stdin then stays open, and its end (the node exited, however it
 exited) ends the child. The node's `PublicFace` supervisor restarts a child
-that dies, with a log line, and stops the node if it keeps dying.
+that dies, with a log line, waiting longer each time it dies young (up to a
+minute): whatever a stranger does to the face, the node runs on. Only a face
+that cannot start at all when the node starts (its address taken, say) stops
+the node, as any other configuration fault does.
 """
 
 from __future__ import annotations
@@ -53,7 +56,10 @@ REFRESH_SEC = 0.5  # how soon a stored certificate reaches the face
 MAX_SETTINGS_BYTES = 1 << 20
 START_TIMEOUT_SEC = 60.0  # imports and the ledger replay, on a slow machine
 OWN_FILES = 64  # descriptors the face needs besides its connections: files served, SQLite, pipes, imports
-MAX_QUICK_DEATHS = 5  # a child dying this often, each within a minute of its start, stops the node
+STABLE_SEC = (
+    60.0  # a child that ran this long is restarted after 1 s; one dying sooner waits longer each time
+)
+MAX_RESTART_DELAY_SEC = 60.0
 
 
 class StoredChannel:
@@ -176,6 +182,10 @@ def child_main() -> None:
     trio.run(main)
 
 
+class FaceDidNotStart(RuntimeError):
+    pass
+
+
 class PublicFace:
     """The node's side: starts the child, learns its port, restarts it when it dies."""
 
@@ -186,19 +196,28 @@ class PublicFace:
         self.restarts = 0
 
     async def run(self, *, task_status: TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        quick_deaths = 0
+        delay = 1.0
+        first = True
         while True:
             started = time.monotonic()
-            rc = await self._run_once(task_status)
+            try:
+                outcome = f"the public face exited with {await self._run_once(task_status)}"
+            except FaceDidNotStart as exc:
+                if first:
+                    raise
+                outcome = str(exc)
+            first = False
             task_status = trio.TASK_STATUS_IGNORED  # reported once; a restart keeps the configured address
-            quick_deaths = quick_deaths + 1 if time.monotonic() - started < 60 else 1
-            if quick_deaths >= MAX_QUICK_DEATHS:
-                raise RuntimeError(f"the public face died {quick_deaths} times in a row (last exit {rc})")
+            if time.monotonic() - started >= STABLE_SEC:
+                delay = 1.0
             self.restarts += 1
-            log.error("the public face exited with %s; restarting it (restart %d)", rc, self.restarts)
-            await trio.sleep(1.0)
+            log.error("%s; restarting it in %.0f s (restart %d)", outcome, delay, self.restarts)
+            await trio.sleep(delay)
+            delay = min(MAX_RESTART_DELAY_SEC, delay * 2)
 
     async def _run_once(self, task_status: TaskStatus[int]) -> int:
+        """One child, from start to exit: its exit code. Raises `FaceDidNotStart` (outside the
+        nursery, so the caller sees it bare) when it never reported a port."""
         command = [sys.executable, "-m", "node.public_face"]
         async with trio.open_nursery() as nursery:
             proc: trio.Process = await nursery.start(
@@ -210,25 +229,36 @@ class PublicFace:
                     task_status=task_status,
                 )
             )
-            assert proc.stdin is not None and proc.stdout is not None
-            await proc.stdin.send_all(self._payload)
-            line = b""
-            with trio.move_on_after(START_TIMEOUT_SEC):
+            port = await self._await_port(proc)
+            if port is None:
+                proc.kill()
+            else:
+                self.port, self.pid = port, proc.pid
+                log.info("public face serving on port %d (pid %d)", port, proc.pid)
+                task_status.started(port)
+            rc = await proc.wait()
+        if port is None:
+            raise FaceDidNotStart(f"the public face did not start (exit {rc}; its log is above)")
+        return rc
+
+    async def _await_port(self, proc: trio.Process) -> int | None:
+        """Hand the child its settings and read the port it reports; None if it does not."""
+        assert proc.stdin is not None and proc.stdout is not None
+        line = b""
+        with trio.move_on_after(START_TIMEOUT_SEC):
+            try:
+                await proc.stdin.send_all(self._payload)
                 while not line.endswith(b"\n") and len(line) < 4096:
                     chunk = await proc.stdout.receive_some(4096)
                     if not chunk:
                         break
                     line += chunk
-            try:
-                self.port = int(json.loads(line)["public_port"])
-            except (ValueError, KeyError, TypeError):
-                proc.kill()
-                rc = await proc.wait()
-                raise RuntimeError(f"the public face did not start (exit {rc}; its log is above)") from None
-            self.pid = proc.pid
-            log.info("public face serving on port %d (pid %d)", self.port, proc.pid)
-            task_status.started(self.port)
-            return await proc.wait()
+            except trio.BrokenResourceError:  # it died before it read its settings
+                pass
+        try:
+            return int(json.loads(line)["public_port"])
+        except (ValueError, KeyError, TypeError):
+            return None
 
 
 if __name__ == "__main__":

@@ -137,3 +137,21 @@ async def test_a_crowd_of_connections_is_capped_and_the_face_answers_once_it_lea
                         break
                 await trio.sleep(0.2)
         assert node.public_face.restarts == 0 and node.public_face.pid == pid
+
+
+@pytest.mark.trio
+async def test_a_face_that_cannot_start_stops_the_node_with_the_reason(tmp_path: Path) -> None:
+    from node.public_face import FaceDidNotStart, PublicFace
+    from node.storage import Storage
+    from tests.node.conftest import node_config
+
+    taken = trio.socket.socket()
+    await taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    [p2p] = free_ports(1)
+    table = node_config(0, 1, [p2p], tmp_path, 0.0, http={"public_addr": f"127.0.0.1:{port}"})
+    settings = NodeSettings.from_mapping(table, origin="test")
+    Storage(Path(settings.node.storage_dir) / "node.sqlite", settings.chain.genesis().chain_id).close()
+    with taken, pytest.raises(FaceDidNotStart, match="did not start"), trio.fail_after(60):
+        await PublicFace(settings).run()
