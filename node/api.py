@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from generation.pipeline import VortexPipeline
     from network.gossip import Gossip
     from network.host import NetworkHost
+    from network.media.store import MediaStore
     from network.media.transfer import MediaService
     from node.clock import WallClock
     from node.node import Node
@@ -48,6 +49,14 @@ class Channel(Protocol):
     def media_path(self, slot: int) -> Path | None: ...
 
     def status(self) -> dict[str, Any]: ...
+
+
+def committed_media(ledger: Ledger, store: MediaStore, slot: int) -> Path | None:
+    """The committed MP4 of `slot`, if the store holds it."""
+    cert = ledger.certificates.get(slot)
+    if cert is None or not store.has(cert.value.candidate):
+        return None
+    return store.path(cert.value.candidate)
 
 
 def chain_status(channel: Channel) -> dict[str, Any]:

@@ -41,6 +41,22 @@ class CertificateSource(Protocol):
     def penalize(self, peer: ID, reason: str) -> None: ...
 
 
+def apply_stored(ledger: Ledger, storage: Storage) -> int:
+    """Apply the stored certificates after the ledger's newest, in slot order; how many.
+
+    The node does this once at start; the public face's process, reading the same
+    database, does it again and again to follow the node."""
+    applied = 0
+    for cert in storage.certificates(from_slot=max(ledger.certificates, default=-1) + 1):
+        try:
+            ledger.apply(cert)
+        except LedgerError as exc:  # applied before it was stored: a bug, or a damaged database
+            log.error("stored certificate for slot %d not applied: %s", cert.slot, exc)
+            break
+        applied += 1
+    return applied
+
+
 class ChainKeeper:
     def __init__(
         self,
@@ -67,12 +83,7 @@ class ChainKeeper:
 
     def restore(self) -> None:
         """Rebuild the ledger from stored certificates, in slot order."""
-        for cert in self._storage.certificates():
-            try:
-                self.ledger.apply(cert)
-            except LedgerError as exc:
-                log.error("stored certificate for slot %d not applied: %s", cert.slot, exc)
-                break
+        apply_stored(self.ledger, self._storage)
         last = self._storage.last_certified_slot()
         if last is not None:
             self._metrics.last_certified_slot.set(last)

@@ -244,10 +244,7 @@ class Node:
 
     def media_path(self, slot: int) -> Path | None:
         """The committed MP4 of `slot`, if this node holds it."""
-        cert = self.ledger.certificates.get(slot)
-        if cert is None or not self.media_store.has(cert.value.candidate):
-            return None
-        return self.media_store.path(cert.value.candidate)
+        return api.committed_media(self.ledger, self.media_store, slot)
 
     # -- gossip readers --------------------------------------------------------------------------------
     async def _votes_loop(self) -> None:

@@ -38,9 +38,10 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from consensus.ledger import Ledger, LedgerError
+from consensus.ledger import Ledger
 from network.media.store import MediaStore
 from node import api, logs, web
+from node.chain import apply_stored
 from node.clock import WallClock
 from node.playout import SegmentCache
 from node.recipes import RecipeQueue, load_fallback
@@ -56,9 +57,8 @@ REFRESH_SEC = 0.5  # how soon a stored certificate reaches the face
 MAX_SETTINGS_BYTES = 1 << 20
 START_TIMEOUT_SEC = 60.0  # imports and the ledger replay, on a slow machine
 OWN_FILES = 64  # descriptors the face needs besides its connections: files served, SQLite, pipes, imports
-STABLE_SEC = (
-    60.0  # a child that ran this long is restarted after 1 s; one dying sooner waits longer each time
-)
+# a child that ran this long is restarted after 1 s; one dying sooner waits longer each time
+STABLE_SEC = 60.0
 MAX_RESTART_DELAY_SEC = 60.0
 
 
@@ -81,25 +81,13 @@ class StoredChannel:
 
     def refresh(self) -> int:
         """Apply the certificates stored since the last call, in slot order; how many."""
-        last = max(self.ledger.certificates, default=-1)
-        applied = 0
-        for cert in self.storage.certificates(from_slot=last + 1):
-            try:
-                self.ledger.apply(cert)
-            except LedgerError as exc:  # the node applied it before storing it: a bug worth a log
-                log.error("stored certificate for slot %d not applied: %s", cert.slot, exc)
-                break
-            applied += 1
-        return applied
+        return apply_stored(self.ledger, self.storage)
 
     def current_slot(self) -> int:
         return max(self.genesis.slot_at(self.clock.now()), 0)
 
     def media_path(self, slot: int) -> Path | None:
-        cert = self.ledger.certificates.get(slot)
-        if cert is None or not self.media_store.has(cert.value.candidate):
-            return None
-        return self.media_store.path(cert.value.candidate)
+        return api.committed_media(self.ledger, self.media_store, slot)
 
     def status(self) -> dict[str, Any]:
         return {**api.chain_status(self), "face": "public, own process"}
