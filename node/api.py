@@ -53,7 +53,7 @@ class Channel(Protocol):
 
 def committed_media(ledger: Ledger, store: MediaStore, slot: int) -> Path | None:
     """The committed MP4 of `slot`, if the store holds it."""
-    cert = ledger.certificates.get(slot)
+    cert = ledger.certificate(slot)
     if cert is None or not store.has(cert.value.candidate):
         return None
     return store.path(cert.value.candidate)
@@ -62,8 +62,8 @@ def committed_media(ledger: Ledger, store: MediaStore, slot: int) -> Path | None
 def chain_status(channel: Channel) -> dict[str, Any]:
     """The chain as this node holds it: what both faces' /status say."""
     slot = channel.current_slot()
-    last = max(channel.ledger.certificates, default=None)
-    cert = channel.ledger.certificates.get(last) if last is not None else None
+    last = channel.ledger.head
+    cert = channel.ledger.certificate(last) if last is not None else None
     return {
         "chain_id": channel.chain_id.hex(),
         "slot": slot,
@@ -142,7 +142,7 @@ def schedule(node: Channel, count: int) -> dict[str, Any]:
     clip = node.storage.clip_scores(first)
     slots = []
     for slot in range(now, first - 1, -1):
-        cert = node.ledger.certificates.get(slot)
+        cert = node.ledger.certificate(slot)
         recipe, note = node.recipes.recipe_for(slot)
         start = node.genesis.slot_start(slot)
         entry: dict[str, Any] = {

@@ -41,19 +41,39 @@ class CertificateSource(Protocol):
     def penalize(self, peer: ID, reason: str) -> None: ...
 
 
+# slots between stored checkpoints: a restart replays at most this many beyond the ledger's window
+CHECKPOINT_EVERY = 128
+
+
 def apply_stored(ledger: Ledger, storage: Storage) -> int:
     """Apply the stored certificates after the ledger's newest, in slot order; how many.
 
-    The node does this once at start; the public face's process, reading the same
+    An empty ledger starts from the newest stored checkpoint, if any, and the
+    window of certificates before it (what `Ledger.recipe` and the live window
+    read), so a node that ran for months restarts in constant time. The node
+    does this once at start; the public face's process, reading the same
     database, does it again and again to follow the node."""
+    start = 0 if ledger.head is None else ledger.head + 1
+    checkpoint = storage.latest_checkpoint() if ledger.head is None else None
+    if checkpoint is not None:
+        try:
+            ledger.load(checkpoint)
+            start = max(0, checkpoint.slot - ledger.keep_slots + 1)
+        except LedgerError as exc:  # written by this node, so damage or a bug: genesis still works
+            log.error(
+                "stored checkpoint at slot %d not loaded (%s): replaying from genesis", checkpoint.slot, exc
+            )
     applied = 0
-    for cert in storage.certificates(from_slot=max(ledger.certificates, default=-1) + 1):
+    for cert in storage.certificates(from_slot=start):
         try:
             ledger.apply(cert)
         except LedgerError as exc:  # applied before it was stored: a bug, or a damaged database
             log.error("stored certificate for slot %d not applied: %s", cert.slot, exc)
             break
         applied += 1
+    held = None if checkpoint is None else ledger.certificate(checkpoint.slot)
+    if checkpoint is not None and held is not None and held.hash != checkpoint.head:
+        log.error("stored checkpoint at slot %d names another head certificate", checkpoint.slot)
     return applied
 
 
@@ -80,17 +100,28 @@ class ChainKeeper:
         self._decided: dict[int, trio.Event] = {}
         self._catch_up_wanted = trio.Event()
         self.gossip: Publisher | None = None  # set once the host is up; nothing is published before
+        self._checkpointed = -CHECKPOINT_EVERY  # slot of the newest stored checkpoint
 
     def restore(self) -> None:
         """Rebuild the ledger from stored certificates, in slot order."""
         apply_stored(self.ledger, self._storage)
+        stored = self._storage.latest_checkpoint()
+        self._checkpointed = stored.slot if stored is not None else self._checkpointed
         last = self._storage.last_certified_slot()
         if last is not None:
             self._metrics.last_certified_slot.set(last)
 
     def decided(self, slot: int) -> trio.Event:
-        """Set once a certificate for `slot` is held, from any source."""
-        return self._decided.setdefault(slot, trio.Event())
+        """Set once a certificate for `slot` is held, from any source.
+
+        Only waited-for slots have an event, so catching up a day of slots leaves
+        no event per slot behind."""
+        event = self._decided.get(slot)
+        if event is None:
+            event = self._decided[slot] = trio.Event()
+            if self.ledger.certificate(slot) is not None:
+                event.set()
+        return event
 
     def forget_before(self, oldest: int) -> None:
         for old in [s for s in self._decided if s < oldest]:
@@ -102,7 +133,11 @@ class ChainKeeper:
 
     async def commit(self, cert: Certificate, source: str) -> bool:
         """Apply, store and spread a certificate; False if it does not fit the ledger (yet)."""
-        if cert.slot in self.ledger.certificates:
+        if self.ledger.certificate(cert.slot) is not None:
+            return True
+        if cert.slot < self.ledger.floor and (old := self._storage.certificate_bytes(cert.slot)) is not None:
+            if Certificate.decode(old).value.hash != cert.value.hash:  # two quorums: over f faulty
+                log.error("a second certificate for old slot %d from %s: safety failure", cert.slot, source)
             return True
         try:
             self.ledger.apply(cert)
@@ -115,12 +150,20 @@ class ChainKeeper:
             cert.slot, self.announcements.settle(cert, self.ledger.directors(cert.slot))
         )
         self._metrics.certificates.labels(source).inc()
-        self._metrics.last_certified_slot.set(max(self.ledger.certificates))
+        head = self.ledger.head
+        if head is not None:
+            self._metrics.last_certified_slot.set(head)
+            if cert.slot == head and head >= self._checkpointed + CHECKPOINT_EVERY:
+                checkpoint = self.ledger.checkpoint()
+                if checkpoint is not None:
+                    self._storage.put_checkpoint(checkpoint)
+                    self._checkpointed = head
         for data in cert.value.evidence:
             self.evidence_pool.pop(sha256(data), None)
         if cert.value.next_recipe is not None:
             self._recipes.committed(cert.value.next_recipe)
-        self.decided(cert.slot).set()
+        if (waiter := self._decided.get(cert.slot)) is not None:
+            waiter.set()
         if source != "catch-up":
             await self._publish(Topic.CERTIFICATES, cert.encode())
         log.info("slot %d certified (round %d, from %s)", cert.slot, cert.round, source)
@@ -157,7 +200,7 @@ class ChainKeeper:
         peers = source.connected_peers()
         random.shuffle(peers)
         for peer in peers[:3]:
-            start = max(self.ledger.certificates, default=-1) + 1
+            start = 0 if self.ledger.head is None else self.ledger.head + 1
             try:
                 batch = await source.fetch(peer, start, self._batch)
             except Exception as exc:  # that peer could not help; ask the next

@@ -209,8 +209,10 @@ class SlotLifecycle:
             trio.move_on_at(self._clock.deadline(deadline_wall)) as scope,
         ):
             await decided.wait()
-            await self._propagation.ensure(self._ledger.certificates[slot], record.detail)
-        if slot not in self._ledger.certificates:
+            cert = self._ledger.certificate(slot)  # held: `decided` is set once the ledger applied it
+            if cert is not None:
+                await self._propagation.ensure(cert, record.detail)
+        if self._ledger.certificate(slot) is None:
             return  # no decision reached us: a failed slot, not a propagation miss
         took = self._clock.now() - started
         record.phases["propagation"] = round(took, 4)
@@ -254,7 +256,7 @@ class SlotLifecycle:
         await driver.set_local_output(production.output)
 
     def _finish_record(self, record: SlotRecord, driver: SlotDriver) -> None:
-        cert = self._ledger.certificates.get(record.slot)
+        cert = self._ledger.certificate(record.slot)
         if cert is not None:
             record.outcome = "committed"
             record.detail.update(round=cert.round, candidate=cert.value.candidate.hex())

@@ -88,7 +88,7 @@ class RecipeQueue:
 
     def next_recipe(self) -> bytes | None:
         """The oldest queued recipe no certificate has fixed yet."""
-        committed = {c.value.next_recipe for c in self._ledger.certificates.values() if c.value.next_recipe}
+        committed = {c.value.next_recipe for c in self._ledger.recent.values() if c.value.next_recipe}
         for data in self._pending.values():
             if data not in committed:
                 return data

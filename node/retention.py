@@ -99,7 +99,7 @@ class Retention:
         now = self._current_slot()
         out = set()
         for slot in range(now - self._protected_slots, now + 2):
-            cert = self._ledger.certificates.get(slot)
+            cert = self._ledger.certificate(slot)
             if cert is not None:
                 out.add(cert.value.candidate)
         return out

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from consensus.agreement import AgreementConfig
+from consensus.ledger import KEEP_SLOTS
 from consensus.membership import Genesis, Validator
 from generation.config import GenerationSettings
 from generation.errors import ConfigError
@@ -177,7 +178,9 @@ class HttpSection(_Strict):
     max_header_bytes: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
     request_timeout_sec: float = Field(10.0, ge=1, le=600, description="idle or slow requests are dropped")
     recipes_per_minute: int = Field(60, ge=1, le=100_000, description="per face, in a burst of as many")
-    schedule_slots: int = Field(12, ge=1, le=1000, description="slots listed in /schedule.json")
+    schedule_slots: int = Field(
+        12, ge=1, le=KEEP_SLOTS, description="slots listed in /schedule.json (within the ledger's window)"
+    )
     playlist_slots: int = Field(6, ge=2, le=100, description="the live playlist's window, in slots")
     public_process: bool = Field(
         True,

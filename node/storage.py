@@ -24,6 +24,8 @@ from typing import Any
 from consensus.certificate import Certificate
 from consensus.evidence import Evidence
 from consensus.journal import JournalEntry
+from consensus.ledger import Checkpoint
+from consensus.messages import DecodeError, sha256
 from node.clip import ClipScore
 
 SCHEMA_VERSION = 1
@@ -44,7 +46,11 @@ CREATE TABLE IF NOT EXISTS media (
 CREATE TABLE IF NOT EXISTS clip_scores (
     slot INTEGER NOT NULL, director BLOB NOT NULL, matched INTEGER NOT NULL, cosine_b REAL,
     cosine_l REAL, self_check INTEGER NOT NULL, PRIMARY KEY (slot, director));
+CREATE TABLE IF NOT EXISTS checkpoints (slot INTEGER PRIMARY KEY, hash BLOB NOT NULL, data BLOB NOT NULL);
 """
+
+CERTIFICATE_PAGE = 256  # rows read at once when walking the chain: memory stays flat however long it is
+KEEP_CHECKPOINTS = 2
 
 
 class StorageError(RuntimeError):
@@ -121,9 +127,19 @@ class Storage:
                 (cert.slot, cert.hash, cert.encode(), received_at),
             )
 
-    def certificates(self, from_slot: int = 0, limit: int = 1 << 30) -> Iterator[Certificate]:
-        for data in self.certificate_data(from_slot, limit):
-            yield Certificate.decode(data)
+    def certificates(self, from_slot: int = 0) -> Iterator[Certificate]:
+        """Every stored certificate from `from_slot` on, in slot order, a page at a time."""
+        while page := self._db.execute(
+            "SELECT slot, data FROM certificates WHERE slot >= ? ORDER BY slot LIMIT ?",
+            (from_slot, CERTIFICATE_PAGE),
+        ).fetchall():
+            for _, data in page:
+                yield Certificate.decode(data)
+            from_slot = page[-1][0] + 1
+
+    def certificate_bytes(self, slot: int) -> bytes | None:
+        row = self._db.execute("SELECT data FROM certificates WHERE slot = ?", (slot,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def certificate_data(self, from_slot: int, limit: int) -> list[bytes]:
         rows = self._db.execute(
@@ -138,6 +154,29 @@ class Storage:
     def last_certified_slot(self) -> int | None:
         slot: int | None = self._db.execute("SELECT MAX(slot) FROM certificates").fetchone()[0]
         return slot
+
+    def put_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Store a checkpoint and drop all but the newest KEEP_CHECKPOINTS."""
+        with self._tx():
+            self._db.execute(
+                "INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?)",
+                (checkpoint.slot, checkpoint.hash, checkpoint.encode()),
+            )
+            self._db.execute(
+                "DELETE FROM checkpoints WHERE slot NOT IN "
+                "(SELECT slot FROM checkpoints ORDER BY slot DESC LIMIT ?)",
+                (KEEP_CHECKPOINTS,),
+            )
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest stored checkpoint whose bytes match its hash, or None."""
+        for hash_, data in self._db.execute("SELECT hash, data FROM checkpoints ORDER BY slot DESC"):
+            if sha256(data) == hash_:
+                try:
+                    return Checkpoint.decode(data)
+                except DecodeError:
+                    pass
+        return None
 
     def put_evidence(self, ev: Evidence) -> None:
         with self._tx():
@@ -206,12 +245,15 @@ class Storage:
             self._db.executemany("DELETE FROM media WHERE cid=?", [(c,) for c in cids])
 
     def prune_before(self, slot: int) -> int:
-        """Drop the vote journal, slot outcomes and CLIP scores of slots before `slot`; rows dropped.
+        """Drop the vote journal, slot outcomes, CLIP scores and evidence of slots before `slot`; rows dropped.
 
-        Certificates and evidence stay: the ledger is rebuilt from them at start."""
+        Certificates stay (peers catching up ask for them; the ledger restarts
+        from a checkpoint and the window after it). Evidence is kept only while a
+        certificate could still carry it (`MAX_EVIDENCE_AGE`, far below
+        `journal_keep_slots`); the certificates that carried it keep it anyway."""
         dropped = 0
         with self._tx():
-            for table in ("votes", "outcomes", "clip_scores"):
+            for table in ("votes", "outcomes", "clip_scores", "evidence"):
                 dropped += self._db.execute(f"DELETE FROM {table} WHERE slot < ?", (slot,)).rowcount
         return dropped
 

@@ -143,11 +143,11 @@ def build_app(channel: Channel, face: Face, settings: HttpSection, token: str | 
 
     async def slot_certificate(request: Request) -> Response:
         slot = _slot(request)
-        cert = None if slot is None else channel.ledger.certificates.get(slot)
-        if cert is None:
+        data = None if slot is None else channel.storage.certificate_bytes(slot)
+        if data is None:
             return JSONResponse({"error": "no certificate held for that slot"}, status_code=404)
         return Response(
-            cert.encode(),
+            data,
             media_type="application/cbor",
             headers={"content-disposition": f'attachment; filename="icn-slot-{slot}.cert"'},
         )

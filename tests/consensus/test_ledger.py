@@ -1,10 +1,12 @@
+import dataclasses
+
 import pytest
 
 from consensus.certificate import Certificate
 from consensus.evidence import Evidence
-from consensus.ledger import Ledger, LedgerError
+from consensus.ledger import Checkpoint, Ledger, LedgerError
 from consensus.membership import Genesis, max_faulty, quorum
-from consensus.messages import Precommit, Prevote, Value, sha256
+from consensus.messages import DecodeError, Precommit, Prevote, Value, sha256
 from tests.consensus.conftest import keys, validators
 
 SIGNERS = keys(12)
@@ -57,7 +59,7 @@ def test_a_partition_of_any_length_leaves_one_director_set_per_slot() -> None:
         a.apply(certify(a, slot, Value(sha256(b"a%d" % slot), b'{"side": "a"}')))
     for slot in (5, 7, 8):  # slots only side b certified
         b.apply(certify(b, slot, Value(sha256(b"b%d" % slot), b'{"side": "b"}')))
-    assert a.certificates.keys() != b.certificates.keys()
+    assert a.recent.keys() != b.recent.keys()
     assert [a.directors(s) for s in range(60)] == [b.directors(s) for s in range(60)]
 
 
@@ -178,3 +180,100 @@ def test_barred_reads_every_old_certificate_and_skips_bad_evidence() -> None:
     ledger.apply(certify(ledger, 9, Value(sha256(b"m9"))))  # applied first, beyond the horizon below
     ledger.apply(certify(ledger, 2, Value(sha256(b"m2"), None, (b"garbage", ev.encode()))))
     assert culprit in ledger.barred(5)
+
+
+def _equivocation(ledger: Ledger, slot: int, seat: int) -> tuple[bytes, bytes]:
+    """A director of `slot` signing two prevotes there: (its key, the evidence)."""
+    culprit = ledger.directors(slot)[seat]
+    key = BY_KEY[culprit]
+    ev = Evidence.of(
+        Prevote(slot, 0, sha256(b"a")).signed_by(key, ledger.chain_id),
+        Prevote(slot, 0, None).signed_by(key, ledger.chain_id),
+    )
+    return culprit, ev.encode()
+
+
+def _long_chain(ledger: Ledger, slots: int, evidence_at: dict[int, int]) -> None:
+    """Certify slots 0..slots-1, the ones in `evidence_at` carrying evidence against a director of
+    the slot before them (its seat the value)."""
+    for slot in range(slots):
+        evidence = ()
+        if slot in evidence_at:
+            evidence = (_equivocation(ledger, slot - 1, evidence_at[slot])[1],)
+        ledger.apply(certify(ledger, slot, Value(sha256(b"m%d" % slot), b'{"s": %d}' % slot, evidence)))
+
+
+def test_memory_holds_a_window_and_the_evidence_whatever_the_chain_length() -> None:
+    """Issue 20: a month of slots must not grow the ledger; elections read only evidence certificates."""
+    ledger = Ledger(genesis(), keep_slots=16)
+    _long_chain(ledger, 200, {30: 0, 120: 1})
+    assert ledger.head == 199 and ledger.floor == 184
+    assert len(ledger.recent) <= 2 * 16 and min(ledger.recent) >= 184 - 16
+    assert ledger.certificate(199) is not None and ledger.certificate(100) is None
+    assert ledger.recipe(199) == b'{"s": 198}'  # the window holds what recipe() reads
+    assert sorted(ledger._with_evidence) == [30, 120]  # noqa: SLF001 - the test's own module's state
+    # an old certificate (catch-up filling a gap below the window) is verified but not held
+    gap = Ledger(genesis(), keep_slots=16)
+    _long_chain(gap, 40, {})
+    old = certify(gap, 60, Value(sha256(b"old")))
+    late = Ledger(genesis(), keep_slots=16)
+    late.apply(certify(late, 100, Value(sha256(b"new"))))
+    late.apply(old)
+    assert late.certificate(60) is None and late.head == 100
+    with pytest.raises(LedgerError, match="rejected"):
+        late.apply(Certificate(61, 0, old.value, old.signatures))
+
+
+def test_a_checkpoint_restores_the_elections_a_replay_from_genesis_makes() -> None:
+    """Issue 20: restart from a checkpoint plus the window after it, and elect the same directors."""
+    replayed = Ledger(genesis(), keep_slots=16)
+    _long_chain(replayed, 300, {40: 0, 41: 2, 210: 1})
+    checkpoint = replayed.checkpoint()
+    assert checkpoint is not None and checkpoint.slot == 299
+    assert Checkpoint.decode(checkpoint.encode()) == checkpoint
+    barred = replayed.barred(400)
+    assert len(barred) == 3  # three different directors were proven to equivocate
+
+    restored = Ledger(genesis(), keep_slots=16)
+    restored.load(Checkpoint.decode(checkpoint.encode()))
+    assert restored.barred(400) == barred
+    for slot in range(checkpoint.slot - 15, checkpoint.slot + 1):
+        cert = replayed.certificate(slot)
+        assert cert is not None
+        restored.apply(cert)
+    assert restored.certificate(checkpoint.slot).hash == checkpoint.head  # type: ignore[union-attr]
+    assert [restored.directors(s) for s in range(0, 600)] == [replayed.directors(s) for s in range(0, 600)]
+    assert restored.recipe(300) == replayed.recipe(300)
+    assert restored.checkpoint() == checkpoint
+
+
+def test_a_damaged_or_foreign_checkpoint_is_refused_and_leaves_the_ledger_empty() -> None:
+    source = Ledger(genesis(), keep_slots=16)
+    _long_chain(source, 60, {20: 0, 50: 1})
+    good = source.checkpoint()
+    assert good is not None
+    first, second = good.evidence
+    forged = Certificate.decode(second)
+    forged = Certificate(forged.slot, forged.round, forged.value, forged.signatures[:3])
+    cases = {
+        "out of order or past": dataclasses.replace(good, evidence=(second, first)),
+        "past its slot": dataclasses.replace(good, slot=30),
+        "quorum": dataclasses.replace(good, evidence=(first, forged.encode())),
+        "checkpoint evidence certificate": dataclasses.replace(good, evidence=(b"\xff" * 40,)),
+        "another chain": dataclasses.replace(good, chain_id=sha256(b"other")),
+        "carries no evidence": dataclasses.replace(good, evidence=(first, source.recent[59].encode())),
+    }
+    for reason, bad in cases.items():
+        ledger = Ledger(genesis(), keep_slots=16)
+        with pytest.raises(LedgerError, match=reason):
+            ledger.load(bad)
+        assert ledger.barred(1000) == set() and ledger.head is None  # nothing half-loaded
+    for junk in (
+        b"",
+        b"\x80",
+        b"\xa0",
+        good.encode()[:-1],
+        good.encode().replace(b"icn-checkpoint", b"icn-checkpoinT"),
+    ):
+        with pytest.raises(DecodeError):
+            Checkpoint.decode(junk)

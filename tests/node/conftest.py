@@ -185,6 +185,6 @@ async def playing_node(root: Path, engine: Any, *, slots: int = 1) -> AsyncItera
         node = c.nodes[0]
         assert node is not None and node.public_port
         with trio.fail_after(60):
-            while sum(1 for s in node.ledger.certificates if node.media_path(s)) < slots:
+            while sum(1 for s in node.ledger.recent if node.media_path(s)) < slots:
                 await trio.sleep(0.2)
         yield node

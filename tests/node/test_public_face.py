@@ -50,14 +50,14 @@ async def test_the_public_face_runs_apart_serves_the_stored_chain_and_is_restart
 
         with trio.fail_after(60):  # a committed slot whose media the node holds, seen by the face
             while True:
-                held = [s for s in node.ledger.certificates if node.media_path(s)]
+                held = [s for s in node.ledger.recent if node.media_path(s)]
                 schedule = json.loads((await answer(port, "/schedule.json"))[1])
                 listed = {s["slot"]: s for s in schedule["slots"] if s["committed"]}
                 if held and held[-1] in listed:
                     break
                 await trio.sleep(0.3)
         slot = held[-1]
-        assert listed[slot]["certificate"] == node.ledger.certificates[slot].hash.hex()
+        assert listed[slot]["certificate"] == node.ledger.recent[slot].hash.hex()
         assert listed[slot]["clip"] and listed[slot]["clip"][0]["matched"]
         # read by its length: Hypercorn keeps a file response's connection open after it despite
         # "Connection: close" (pgjones/hypercorn#330), so `raw` would wait for its idle timeout

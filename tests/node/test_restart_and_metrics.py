@@ -41,13 +41,13 @@ async def test_a_director_killed_mid_slot_restarts_from_its_journal_without_doub
         restarted = await c.start(2)  # same storage directory, same key
         assert restarted.storage.votes(voted_slot)[: len(before)] == before
         with trio.fail_after(40):
-            while len(restarted.ledger.certificates) < voted_slot + 3:
+            while len(restarted.ledger.recent) < voted_slot + 3:
                 await trio.sleep(0.1)
         # it caught up and agrees with the others, and nobody holds evidence against it
         other = c.nodes[0]
-        for s, cert in restarted.ledger.certificates.items():
-            if s in other.ledger.certificates:
-                assert other.ledger.certificates[s].value.hash == cert.value.hash
+        for s, cert in restarted.ledger.recent.items():
+            if s in other.ledger.recent:
+                assert other.ledger.recent[s].value.hash == cert.value.hash
         for n in c.nodes:
             culprits = {Evidence.decode(e.encode()).signer for e in n.chain.evidence_pool.values()}
             assert identity(2).public_key not in culprits
@@ -58,7 +58,7 @@ async def test_metrics_status_and_recipe_submission_over_http(tmp_path, node_eng
     async with cluster(tmp_path, node_engine, n=3) as c:
         node = c.nodes[0]
         with trio.fail_after(30):
-            while len(node.ledger.certificates) < 1:
+            while len(node.ledger.recent) < 1:
                 await trio.sleep(0.1)
         status, body = await _http(node.http_port, b"GET /metrics HTTP/1.1\r\n\r\n")
         text = body.decode()
@@ -94,7 +94,7 @@ async def test_metrics_status_and_recipe_submission_over_http(tmp_path, node_eng
         with trio.fail_after(30):
             while not any(
                 b"Next up: news." in (cert.value.next_recipe or b"")
-                for cert in node.ledger.certificates.values()
+                for cert in node.ledger.recent.values()
             ):
                 await trio.sleep(0.1)
         # and leaves every node's queue once that certificate reaches it
