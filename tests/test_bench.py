@@ -108,3 +108,19 @@ def test_slot_benchmark_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
 def test_encode_benchmark_runs_small(tmp_path: Path) -> None:
     data = run_script("encode_cpu.py", tmp_path, "--slots", "1", "--frames", "24", "--size", "64")
     assert data["config"]["frames"] == 24 and data["encode_ms"]["p50"] > 0 and data["mp4_bytes"] > 0
+
+
+def test_consensus_sweep_benchmark_counts_every_kind_of_violation(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "consensus_sweep.py"), "--executions", "30", "--workers", "1"]
+        + ["--start", "500", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["seeds"] == [500, 530] and data["counts"]["executions"] == 30
+    assert {data["counts"].get(f"violations:{k}", 0) for k in ("safety", "liveness", "evidence")} == {0}
+    assert data["counts"]["timely"] > 0 and data["violations"] == []

@@ -277,3 +277,35 @@ class _Sim:
 
 def run(scenario: Scenario) -> Outcome:
     return _Sim(scenario).run()
+
+
+def honest(sc: Scenario) -> list[int]:
+    return [i for i in range(5) if not (sc.byzantine and i == sc.byzantine_index)]
+
+
+def judge(out: Outcome) -> dict[str, list[str]]:
+    """What an execution violated, by kind: safety, liveness, evidence (each empty when kept).
+
+    - safety: at most one value decided, and at most one value any node could certify;
+    - liveness: with a timely network and at least 4 correct directors, every correct
+      director decides before the agreement deadline;
+    - evidence: every equivocation a correct director received became evidence there.
+    The sweep test and `bench/consensus_sweep.py` read the same rules."""
+    sc = out.scenario
+    found: dict[str, list[str]] = {"safety": [], "liveness": [], "evidence": []}
+    if len(set(out.decisions.values())) > 1:
+        found["safety"].append("two decisions")
+    if len(out.certifiable_values(sc.quorum_size or 4)) > 1:
+        found["safety"].append("two certifiable values")
+    if sc.timely:
+        missing = [i for i in honest(sc) if i not in out.decisions]
+        if missing:
+            found["liveness"].append(f"{missing} did not decide")
+        elif max(out.decision_times.values()) >= DEADLINE:
+            found["liveness"].append(
+                f"decided at {max(out.decision_times.values()):.2f} s, after the deadline"
+            )
+    for i in honest(sc):
+        if not out.equivocations_seen[i] <= out.evidence[i]:
+            found["evidence"].append(f"node {i} missed evidence")
+    return found

@@ -93,8 +93,7 @@ async def test_metrics_status_and_recipe_submission_over_http(tmp_path, node_eng
         # the submitted recipe travels to the other nodes and is committed as a later slot's recipe
         with trio.fail_after(30):
             while not any(
-                b"Next up: news." in (cert.value.next_recipe or b"")
-                for cert in node.ledger.recent.values()
+                b"Next up: news." in (cert.value.next_recipe or b"") for cert in node.ledger.recent.values()
             ):
                 await trio.sleep(0.1)
         # and leaves every node's queue once that certificate reaches it
