@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,8 @@ PROTOCOL = "/icn/media/1.0.0"
 PROVIDER_ADDR_TTL_SEC = 600
 P_P2P = 0x01A5  # multiaddr code of /p2p/
 MAX_REQUEST_BYTES = 2048
+MAX_PROVIDED_CIDS = 1024  # content ids whose providers are remembered (about 12 hours of slots)
+MAX_PROVIDERS_PER_CID = 64  # peers remembered per content id: more than any fetch asks
 MAX_CHUNKS_PER_REQUEST = 256
 MAX_STATUS_BYTES = 64 * 34 * 1024 + 64  # a status frame may carry a chunk list
 
@@ -151,14 +153,21 @@ class MediaService:
         self.store = store
         self.settings = settings or net.settings.media
         self.server = MediaServer(store, self.settings)
-        self.providers: dict[bytes, set[ID]] = {}
+        # newest last; bounded, because any peer can gossip "have" for content ids it makes up
+        self.providers: OrderedDict[bytes, set[ID]] = OrderedDict()
         net.set_stream_handler(PROTOCOL, self.server.handle)
 
     def add_provider(self, cid: bytes, peer: ID, addrs: Iterable[str] = ()) -> None:
         """Remember a provider, and where to dial it when it is not a direct neighbour."""
         if peer == self.net.peer_id:
             return
-        self.providers.setdefault(cid, set()).add(peer)
+        known = self.providers.get(cid)
+        if known is None:
+            known = self.providers[cid] = set()
+            while len(self.providers) > MAX_PROVIDED_CIDS:
+                self.providers.popitem(last=False)
+        if len(known) < MAX_PROVIDERS_PER_CID:
+            known.add(peer)
         parsed = []
         for addr in addrs:
             try:

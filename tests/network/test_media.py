@@ -179,3 +179,25 @@ async def test_a_provider_heard_of_through_gossip_is_dialled_at_the_address_it_a
         report = await media[2].fetch(cid)
         assert report.path.read_bytes() == data and report.bytes_from[sw.hosts[0].peer_id] == len(data)
         assert sw.hosts[2].is_connected(sw.hosts[0].peer_id)
+
+
+async def test_providers_heard_of_are_bounded_whatever_peers_gossip(tmp_path: Path) -> None:
+    """Any peer can gossip "have" for content ids it makes up: what the node remembers stays bounded."""
+    from types import SimpleNamespace
+
+    from libp2p.peer.id import ID
+
+    from network.media.transfer import MAX_PROVIDED_CIDS, MAX_PROVIDERS_PER_CID
+
+    me = ID(b"me")
+    net = SimpleNamespace(peer_id=me, settings=settings(), set_stream_handler=lambda *a: None)
+    service = MediaService(net, MediaStore(tmp_path / "store"))  # type: ignore[arg-type]
+    for i in range(3 * MAX_PROVIDED_CIDS):
+        service.add_provider(hashlib.sha256(b"%d" % i).digest(), ID(b"peer-%d" % (i % 7)))
+    assert len(service.providers) == MAX_PROVIDED_CIDS
+    newest = hashlib.sha256(b"%d" % (3 * MAX_PROVIDED_CIDS - 1)).digest()
+    assert newest in service.providers and hashlib.sha256(b"0").digest() not in service.providers
+    for j in range(3 * MAX_PROVIDERS_PER_CID):
+        service.add_provider(newest, ID(b"crowd-%d" % j))
+    service.add_provider(newest, me)  # never its own provider
+    assert len(service.providers[newest]) == MAX_PROVIDERS_PER_CID and me not in service.providers[newest]
