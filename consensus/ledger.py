@@ -198,11 +198,11 @@ class Ledger:
         problem = cert.verify(self.directors(cert.slot), self.chain_id)
         if problem:
             raise LedgerError(f"certificate for slot {cert.slot} rejected: {problem}")
-        if cert.slot >= self.floor:
-            self.recent[cert.slot] = cert
         if self.head is None or cert.slot > self.head:
             self.head = cert.slot
-            if len(self.recent) > 2 * self.keep_slots:  # amortised: one sweep per keep_slots slots
+        if cert.slot >= self.floor:
+            self.recent[cert.slot] = cert
+            if len(self.recent) > 2 * self.keep_slots:  # amortised: one sweep per keep_slots insertions
                 floor = self.floor
                 self.recent = {s: c for s, c in self.recent.items() if s >= floor}
         if not cert.value.evidence:

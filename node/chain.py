@@ -41,6 +41,7 @@ class CertificateSource(Protocol):
     def penalize(self, peer: ID, reason: str) -> None: ...
 
 
+MAX_CATCH_UP_BATCHES = 32  # per call: 2,048 certificates (a day of 45 s slots) at the default batch
 # slots between stored checkpoints: a restart replays at most this many beyond the ledger's window
 CHECKPOINT_EVERY = 128
 
@@ -101,10 +102,12 @@ class ChainKeeper:
         self._catch_up_wanted = trio.Event()
         self.gossip: Publisher | None = None  # set once the host is up; nothing is published before
         self._checkpointed = -CHECKPOINT_EVERY  # slot of the newest stored checkpoint
+        self.synced = -1  # every certificate the peers had up to here is held (see `catch_up`)
 
     def restore(self) -> None:
         """Rebuild the ledger from stored certificates, in slot order."""
         apply_stored(self.ledger, self._storage)
+        self.synced = -1 if self.ledger.head is None else self.ledger.head
         stored = self._storage.latest_checkpoint()
         self._checkpointed = stored.slot if stored is not None else self._checkpointed
         last = self._storage.last_certified_slot()
@@ -150,6 +153,8 @@ class ChainKeeper:
             cert.slot, self.announcements.settle(cert, self.ledger.directors(cert.slot))
         )
         self._metrics.certificates.labels(source).inc()
+        if cert.slot == self.synced + 1:
+            self.synced = cert.slot
         head = self.ledger.head
         if head is not None:
             self._metrics.last_certified_slot.set(head)
@@ -195,27 +200,51 @@ class ChainKeeper:
             await self.catch_up(source)
 
     async def catch_up(self, source: CertificateSource) -> int:
-        """Ask connected peers for certificates after our newest; apply those that verify, in order."""
-        applied = 0
+        """Ask connected peers for the certificates after `synced`, a batch at a time; apply those that
+        verify, in order; how many.
+
+        `synced` and not the ledger's head: after a long absence the first
+        certificate gossiped moves the head past the gap, and the gap (a day of
+        certificates, the evidence among them) must still be fetched. At most
+        MAX_CATCH_UP_BATCHES batches a call, so one call is bounded; the next
+        slot's call goes on. A peer whose answer does not fit (garbage, a
+        certificate before what was asked, one that fails to verify) is left
+        for the next."""
+        applied = batches = 0
         peers = source.connected_peers()
         random.shuffle(peers)
         for peer in peers[:3]:
-            start = 0 if self.ledger.head is None else self.ledger.head + 1
-            try:
-                batch = await source.fetch(peer, start, self._batch)
-            except Exception as exc:  # that peer could not help; ask the next
-                log.debug("catch-up from %s failed: %s", peer, exc)
-                continue
-            for data in batch:
+            while batches < MAX_CATCH_UP_BATCHES:
+                batches += 1
+                start = self.synced + 1
                 try:
-                    cert = Certificate.decode(data)
-                except DecodeError:
-                    source.penalize(peer, "bad_certificate")
+                    batch = await source.fetch(peer, start, self._batch)
+                except Exception as exc:  # that peer could not help; ask the next
+                    log.debug("catch-up from %s failed: %s", peer, exc)
                     break
-                if await self.commit(cert, "catch-up"):
-                    applied += 1
-                else:
+                fitted = await self._apply_batch(peer, source, start, batch)
+                applied += fitted
+                if fitted < len(batch):
                     break
-            if len(batch) < self._batch:
-                break
+                if len(batch) < self._batch:  # that peer holds nothing later: synced as far as we hold
+                    self.synced = max(self.synced, -1 if self.ledger.head is None else self.ledger.head)
+                    return applied
         return applied
+
+    async def _apply_batch(
+        self, peer: ID, source: CertificateSource, start: int, batch: Sequence[bytes]
+    ) -> int:
+        """Commit a catch-up batch in order, moving `synced`; how many fitted before the first that did not."""
+        fitted = 0
+        for data in batch:
+            try:
+                cert = Certificate.decode(data)
+            except DecodeError:
+                source.penalize(peer, "bad_certificate")
+                return fitted
+            if cert.slot < start or not await self.commit(cert, "catch-up"):
+                return fitted
+            start = cert.slot + 1
+            self.synced = max(self.synced, cert.slot)
+            fitted += 1
+        return fitted
