@@ -84,6 +84,7 @@ class Soak:
     out: dict[int, tuple[str, int]] = field(default_factory=dict)  # node -> (crashed|partitioned, back at)
     events: list[dict] = field(default_factory=list)
     lie: str = ""
+    quiet_from: int = 1 << 62  # no faults from this slot on: every node has time to catch up before the end
 
     async def start(self, i: int) -> None:
         assert self.nursery is not None
@@ -105,7 +106,7 @@ class Soak:
     async def perturb(self, slot: int) -> None:
         """At a slot boundary: end the faults due now, then maybe start one."""
         for i, (kind, back) in list(self.out.items()):
-            if slot < back:
+            if slot < back and slot < self.quiet_from:
                 continue
             del self.out[i]
             if kind == "crashed":
@@ -115,7 +116,7 @@ class Soak:
             self.events.append({"slot": slot, "node": i, "event": f"{kind} ends"})
         honest_out = [i for i in self.out if i != self.byzantine]
         roll = self.rng.random()
-        if honest_out or roll >= P_CRASH + P_PARTITION + 0.01:
+        if honest_out or roll >= P_CRASH + P_PARTITION + 0.01 or slot >= self.quiet_from:
             return
         if roll < 0.01 and self.byzantine not in self.out:  # the Byzantine node restarts with a new lie
             self.crash(self.byzantine)
@@ -219,6 +220,7 @@ async def soak(args: argparse.Namespace, root: Path) -> dict:
     g = configs[0].chain.genesis()
     faults = FaultPlan(seed=args.seed)
     s = Soak(configs, engine, faults, random.Random(args.seed), byzantine=n - 1)
+    s.quiet_from = args.slots - min(10, args.slots // 4)
     s.nodes, s.scopes = [None] * n, [trio.CancelScope() for _ in range(n)]
     dirs = [root / f"n{i}" for i in range(n)]
     rows: list[dict] = []
@@ -258,6 +260,7 @@ async def soak(args: argparse.Namespace, root: Path) -> dict:
                 problems.append(f"slot {slot}: a node holds {max(media)} media bytes, over its bound")
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+            write_json({**record_header("soak (partial)"), "rows": rows, "events": s.events}, args.json)
             last_cpu, last_slot = cpu, slot
         nursery.cancel_scope.cancel()
     certified, unsafe = check_safety(dirs)
