@@ -7,9 +7,11 @@ node deletes:
 - media that arrived more than `media_keep_hours` ago, and then the oldest
   media while the store holds more than `media_max_gb`;
 - downloads left unfinished for an hour;
-- the vote journal, slot outcomes and CLIP scores of slots more than
-  `journal_keep_slots` old (certificates and evidence stay: the ledger is
-  rebuilt from them at start).
+- the vote journal, slot outcomes, CLIP scores and evidence of slots more than
+  `journal_keep_slots` old;
+- certificates more than `certificates_keep_slots` old, except those that carry
+  evidence and those the newest checkpoint restarts from (the ledger restarts
+  from a checkpoint and the window before it; see node.chain).
 
 Never deleted, whatever the settings say: the media of the slots the live
 playlist can still serve, of the slot being agreed or fetched, and of the next
@@ -120,6 +122,7 @@ class Retention:
         pruned, partial_bytes = await trio.to_thread.run_sync(walk_and_delete)
         self._storage.forget_media(pruned.removed)
         rows = self._storage.prune_before(self._current_slot() - s.journal_keep_slots)
+        rows += self._prune_certificates()
         m = self._metrics
         m.media_pruned_files.inc(len(pruned.removed))
         m.media_pruned_bytes.inc(pruned.removed_bytes + partial_bytes)
@@ -132,6 +135,18 @@ class Retention:
                 len(pruned.removed), pruned.removed_bytes / 1e6, rows, pruned.kept_bytes / 1e6,
             )  # fmt: skip
         return pruned
+
+    def _prune_certificates(self) -> int:
+        """Certificates older than `certificates_keep_slots`, and never the window the newest stored
+        checkpoint restarts from (none at all before the first checkpoint)."""
+        checkpoint = self._storage.latest_checkpoint()
+        if checkpoint is None:
+            return 0
+        horizon = min(
+            self._current_slot() - self._settings.certificates_keep_slots,
+            checkpoint.slot - self._ledger.keep_slots + 1,
+        )
+        return self._storage.prune_certificates(horizon) if horizon > 0 else 0
 
     async def run(self) -> None:
         while True:

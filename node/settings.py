@@ -218,6 +218,13 @@ class StorageSection(_Strict):
     journal_keep_slots: int = Field(
         1920, ge=100, le=10_000_000, description="vote journal, slot outcomes and CLIP scores kept, in slots"
     )
+    certificates_keep_slots: int = Field(
+        172_800,
+        ge=4 * KEEP_SLOTS,  # a restart reads a checkpoint and the ledger's window before it
+        le=1_000_000_000,
+        description="certificates kept, in slots (90 days); those carrying evidence and those a restart "
+        "needs stay whatever this says",
+    )
     prune_every_sec: float = Field(60.0, ge=1, le=86_400, description="how often the node prunes")
 
 

@@ -247,8 +247,7 @@ class Storage:
     def prune_before(self, slot: int) -> int:
         """Drop the vote journal, slot outcomes, CLIP scores and evidence of slots before `slot`; rows dropped.
 
-        Certificates stay (peers catching up ask for them; the ledger restarts
-        from a checkpoint and the window after it). Evidence is kept only while a
+        Certificates have their own, longer horizon (`prune_certificates`). Evidence is kept only while a
         certificate could still carry it (`MAX_EVIDENCE_AGE`, far below
         `journal_keep_slots`); the certificates that carried it keep it anyway."""
         dropped = 0
@@ -256,6 +255,19 @@ class Storage:
             for table in ("votes", "outcomes", "clip_scores", "evidence"):
                 dropped += self._db.execute(f"DELETE FROM {table} WHERE slot < ?", (slot,)).rowcount
         return dropped
+
+    def prune_certificates(self, before: int, limit: int = 10_000) -> int:
+        """Drop certificates of slots before `before` that carry no evidence; how many (`limit` a call).
+
+        Evidence-carrying ones stay: a peer catching up from far back needs them
+        to elect as everyone else does, and they are few (see consensus.ledger)."""
+        rows = self._db.execute(
+            "SELECT slot, data FROM certificates WHERE slot < ? ORDER BY slot LIMIT ?", (before, limit)
+        ).fetchall()
+        plain = [(slot,) for slot, data in rows if not Certificate.decode(data).value.evidence]
+        with self._tx():
+            self._db.executemany("DELETE FROM certificates WHERE slot = ?", plain)
+        return len(plain)
 
     def size_bytes(self) -> int:
         """The database's files on disk (with its write-ahead log)."""

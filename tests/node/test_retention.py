@@ -77,3 +77,42 @@ async def test_the_node_prunes_its_store_and_database_but_not_the_live_window(tm
     )  # fmt: skip
     assert (await retention.prune_once()).removed == []
     assert store.has(cids[8]) and store.has(cids[9])
+
+
+@pytest.mark.trio
+async def test_old_certificates_go_but_not_evidence_nor_what_a_restart_needs(tmp_path: Path) -> None:
+    """certificates_keep_slots: a restart afterwards still elects what a replay from genesis elects."""
+    from node.chain import apply_stored
+    from tests.node.test_long_chain import EVIDENCE_AT, GENESIS, KEEP, keeper, run_chain
+
+    chain = keeper(tmp_path / "node.sqlite")
+    await run_chain(chain, 0, 1200)  # a checkpoint at 1152 (every 128 slots)
+    storage = chain._storage  # noqa: SLF001
+    replayed = Ledger(GENESIS, keep_slots=KEEP)
+    for cert in storage.certificates(0):
+        replayed.apply(cert)
+    settings = StorageSection(certificates_keep_slots=1024)
+    retention = Retention(
+        settings, MediaStore(tmp_path / "media"), storage, chain.ledger, NodeMetrics(), lambda: 1400,
+        lambda: 0.0, protected_slots=2,
+    )  # fmt: skip
+    await retention.prune_once()
+    held = {cert.slot for cert in storage.certificates(0)}
+    # older than 1400 - 1024 = 376 goes, but for the certificates that carry evidence
+    assert held == set(EVIDENCE_AT) | set(range(376, 1200))
+    restarted = Ledger(GENESIS, keep_slots=KEEP)
+    apply_stored(restarted, storage)
+    assert [restarted.directors(s) for s in range(1500)] == [replayed.directors(s) for s in range(1500)]
+
+    # a short horizon is held back by the checkpoint's window: a restart must find it
+    retention = Retention(
+        settings, MediaStore(tmp_path / "media"), storage, chain.ledger, NodeMetrics(), lambda: 9000,
+        lambda: 0.0, protected_slots=2,
+    )  # fmt: skip
+    await retention.prune_once()
+    assert {cert.slot for cert in storage.certificates(0)} == set(EVIDENCE_AT) | set(
+        range(1152 - KEEP + 1, 1200)
+    )
+    restarted = Ledger(GENESIS, keep_slots=KEEP)
+    apply_stored(restarted, storage)
+    assert restarted.head == 1199 and restarted.barred(2000) == replayed.barred(2000)
