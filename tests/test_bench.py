@@ -124,3 +124,25 @@ def test_consensus_sweep_benchmark_counts_every_kind_of_violation(tmp_path: Path
     assert data["seeds"] == [500, 530] and data["counts"]["executions"] == 30
     assert {data["counts"].get(f"violations:{k}", 0) for k in ("safety", "liveness", "evidence")} == {0}
     assert data["counts"]["timely"] > 0 and data["violations"] == []
+
+
+def test_soak_runs_100_slots_with_faults_and_keeps_its_invariants(tmp_path: Path) -> None:
+    """Issue 20's short soak: 5 real nodes, 100 slots of 3 s, seed 2 (a crash, a partition, and the
+    Byzantine director restarting with a new lie within them); the benchmark itself fails on a
+    broken invariant (two certificates for a slot, media over its bound, a node left behind)."""
+    out = tmp_path / "soak.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--slots", "100", "--report-every", "50"]
+        + ["--nodes", "5", "--slot-sec", "3", "--seed", "2", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
+    data = json.loads(out.read_text())
+    assert data["problems"] == []
+    kinds = {e["event"] for e in data["events"]}
+    assert {"crashed", "crashed ends", "partitioned", "partitioned ends", "crashed (new lie next)"} <= kinds
+    assert [r["slot"] for r in data["rows"]] == [50, 100]
+    assert data["certified"] >= 30  # the chain goes on through the faults (most slots commit)
+    assert all(r["ledger_recent_max"] <= 2 * 256 and r["cpu_ms_per_slot"] > 0 for r in data["rows"])
