@@ -165,13 +165,15 @@ def build_libp2p_host(identity: Identity, settings: NetworkSettings) -> IHost:
     quirks.shield_noise_writes()  # defect 14
     key_pair = identity.key_pair
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    return new_host(
+    host = new_host(
         key_pair=key_pair,
         sec_opt={NOISE_PROTOCOL_ID: noise},
         muxer_opt=create_yamux_muxer_option(),
         listen_addrs=[multiaddr.Multiaddr(a) for a in settings.listen],
         connection_config=quirks.connection_config(settings.reconnect.dial_timeout_sec),
     )
+    quirks.disable_auto_connector(host.get_network())  # defect 16
+    return host
 
 
 @asynccontextmanager

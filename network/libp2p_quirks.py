@@ -80,6 +80,14 @@ stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
    registers a handler that runs the library's and turns any failure into what
    the library does for the errors it knows (reset the stream, drop the peer
    from pubsub), plus a penalty on the peer's score and a count.
+16. The swarm's auto-connector dials on its own: below a low watermark of 100
+   connections (a validator mesh always is) it dials every peer in the
+   peerstore, on a 30 s tick and after every disconnect, up to "200 new
+   dials". A peer the node forgot (`NetworkHost.forget`) was connected again,
+   a random failure of `test_a_kept_peer_is_redialled_after_its_connection_drops`,
+   and dense graphs got connections the gossip degree never asked for.
+   `disable_auto_connector` makes its dial cycle a no-op: the node's own policy
+   (bootstrap and kept peers, redialled with back-off) decides what it dials.
 """
 
 from __future__ import annotations
@@ -123,6 +131,7 @@ QUIRKS = (
     "IHAVE gossip skips peers in back-off, cutting pruned nodes off a topic: gossip to all non-mesh peers",
     "a write cancelled after Noise encrypted it desynchronises the session, dropping the connection: shielded",
     "a malformed pubsub RPC escapes the stream handler and stops the node: guarded per stream",
+    "the swarm's auto-connector dials every known peer below 100 connections: its dial cycle disabled",
 )
 
 OUTBOUND_QUEUE_RPCS = 1024
@@ -165,6 +174,20 @@ def check_gossip_size(data: bytes) -> None:
 def connection_config(dial_timeout: float) -> ConnectionConfig:
     """Defect 5: with at most one connection per peer a dial returns when it succeeds."""
     return ConnectionConfig(max_connections_per_peer=1, dial_timeout=dial_timeout)
+
+
+def disable_auto_connector(swarm: object) -> None:
+    """Defect 16: the library dials no peer on its own; what the node dials is the node's policy."""
+    connector = getattr(swarm, "auto_connector", None)
+    if connector is None or not hasattr(connector, "maybe_connect"):
+        raise RuntimeError(
+            f"py-libp2p {LIBP2P_VERSION}'s swarm has no auto-connector to disable: see defect 16"
+        )
+
+    async def no_dials() -> None:
+        return None
+
+    connector.maybe_connect = no_dials  # what both its periodic tick and the disconnect hook call
 
 
 def forget_dial_failure(swarm: object, peer: ID) -> None:

@@ -228,3 +228,17 @@ async def test_15_a_malformed_or_oversize_pubsub_rpc_costs_only_its_stream_and_t
                     n += 1  # a new message each time: the same bytes would be deduplicated
                     await sw.gossips[1].publish(Topic.MEDIA_HAVE, encode_have(n.to_bytes(32, "big")))
                     await trio.sleep(0.5)
+
+
+async def test_16_the_library_dials_no_peer_the_node_did_not_ask_for() -> None:
+    """Defect 16: a peer the host merely knows (its address in the peerstore) stays undialled when the
+    library's auto-connector runs its cycle, as it does every 30 s and after each disconnect."""
+    async with swarm(2, topology=[]) as sw:
+        a, b = sw.hosts
+        a.host.get_peerstore().add_addrs(b.peer_id, b.addrs(), 3600)
+        connector = a.host.get_network().auto_connector
+        await connector.maybe_connect()
+        await trio.sleep(0.5)
+        assert not a.is_connected(b.peer_id) and not b.is_connected(a.peer_id)
+        await a.connect(b.addrs()[0], keep=False)  # the node's own dials still work
+        assert a.is_connected(b.peer_id)
