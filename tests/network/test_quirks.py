@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import time
+from pathlib import Path
 
 import pytest
 import trio
@@ -241,4 +244,50 @@ async def test_16_the_library_dials_no_peer_the_node_did_not_ask_for() -> None:
         await trio.sleep(0.5)
         assert not a.is_connected(b.peer_id) and not b.is_connected(a.peer_id)
         await a.connect(b.addrs()[0], keep=False)  # the node's own dials still work
+        assert a.is_connected(b.peer_id)
+
+
+def _open_tcp_ports() -> list[tuple[int, int]]:
+    """(local, remote) ports of this process's listening, established and half-closed TCP sockets."""
+    ports, wanted = {}, {"01", "08", "0A"}  # established, close-wait, listen
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] in wanted:
+                ports[cols[9]] = (int(cols[1].rsplit(":", 1)[1], 16), int(cols[2].rsplit(":", 1)[1], 16))
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in ports:
+            found.append(ports[target[8:-1]])
+    return found
+
+
+async def test_17_a_cancelled_host_closes_every_connection_and_its_listener() -> None:
+    """Defect 17: hosts that dialled each other at once hold two connections per peer; cancelling one
+    (as a crash in a simnet or soak does) must leave none of its sockets open, nor its listener."""
+    async with swarm(3, topology=[]) as sw:
+        listen = {int(h.addrs()[0].value_for_protocol("tcp")) for h in sw.hosts}
+        async with trio.open_nursery() as dials:  # every pair, both ways at once, as bootstrapping nodes do
+            for a in sw.hosts:
+                for b in sw.hosts:
+                    if a is not b:
+                        dials.start_soon(functools.partial(a.connect, b.addrs()[0], keep=False))
+        a, b, c = sw.hosts
+        assert a.host.get_network().get_connections(c.peer_id)
+        sw.kill(2)
+
+        def sockets_left() -> int:
+            return sum(1 for local, remote in _open_tcp_ports() if local in listen or remote in listen)
+
+        def sockets_of_live_hosts() -> int:  # two listeners, and both ends of each a-b connection
+            ab = a.host.get_network().get_connections(b.peer_id)
+            ba = b.host.get_network().get_connections(a.peer_id)
+            return 2 + len(ab) + len(ba)
+
+        await wait_for(lambda: sockets_left() == sockets_of_live_hosts(), timeout=5)
+        assert not a.is_connected(c.peer_id) and not b.is_connected(c.peer_id)
         assert a.is_connected(b.peer_id)
