@@ -52,6 +52,11 @@ class Gossip:
         self.dropped_local = 0  # accepted messages the node was too slow to read
         self._decoded: OrderedDict[bytes, Any] = OrderedDict()  # validator's result, for delivery
 
+    @property
+    def undelivered(self) -> int:
+        """Validated messages not yet handed to an inbox: near 0 at rest, or the cache holds dead entries."""
+        return len(self._decoded)
+
     def inbox(self, topic: Topic) -> trio.MemoryReceiveChannel[GossipMessage]:
         return self._inboxes[topic][1]
 
@@ -81,6 +86,8 @@ class Gossip:
             decoded = self.validators.check(topic, msg.data, count=forwarder != me)
             if decoded is None:
                 return False
+            if forwarder == me:  # our own message: the reader skips it, so caching it only crowds others out
+                return True
             self._decoded[msg.data] = decoded
             while len(self._decoded) > _DECODED_CACHE:
                 self._decoded.popitem(last=False)
