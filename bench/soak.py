@@ -27,7 +27,9 @@ ended only by cancellation (a crash in any node stops the benchmark).
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
+import gc
 import os
 import random
 import resource
@@ -170,6 +172,36 @@ def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
+def census() -> collections.Counter[str]:
+    """Live objects by type: what grows between two reports is where memory goes (slow: `--census`)."""
+    return collections.Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+
+
+TCP_STATES = {"01": "established", "06": "time_wait", "08": "close_wait", "0A": "listen"}
+
+
+def fd_kinds() -> dict[str, int]:
+    """Open descriptors by kind, TCP sockets by state: a leak shows up as one kind that only grows."""
+    states: dict[str, str] = {}
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            states[cols[9]] = "tcp_" + TCP_STATES.get(cols[3], cols[3])
+    kinds: collections.Counter[str] = collections.Counter()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed between the listing and the read
+        if target.startswith("socket:["):
+            kinds[states.get(target[8:-1], "socket_other")] += 1
+        elif target.startswith(("pipe:", "anon_inode:")):
+            kinds[target.split("[")[0].rstrip(":")] += 1
+        else:
+            kinds["file" + (Path(target).suffix or "")] += 1
+    return dict(sorted(kinds.items()))
+
+
 def stored_chain(db: Path) -> dict[int, bytes]:
     """slot -> certified value hash, read from a node's database (read-only, beside its writer)."""
     from consensus.certificate import Certificate
@@ -231,6 +263,7 @@ async def soak(args: argparse.Namespace, root: Path) -> dict:
             await s.start(i)
         await trio.sleep(max(0.0, g.slot_start(0) - time.time()))
         last_cpu, last_slot = cpu_sec(), 0
+        last_census = census() if args.census else None
         for slot in range(1, args.slots + 1):
             await trio.sleep(max(0.0, g.slot_start(slot) + 0.05 - time.time()))
             await s.perturb(slot)
@@ -246,6 +279,7 @@ async def soak(args: argparse.Namespace, root: Path) -> dict:
                 "slot": slot,
                 "rss_mib": round(rss_mib(), 1),
                 "fds": len(os.listdir("/proc/self/fd")),
+                "fd_kinds": fd_kinds(),
                 "cpu_ms_per_slot": round(1000 * (cpu - last_cpu) / (slot - last_slot), 1),
                 "db_mib": round(
                     sum(dir_bytes(d) - dir_bytes(d / "media") - dir_bytes(d / "hls") for d in dirs) / 2**20, 2
@@ -256,22 +290,25 @@ async def soak(args: argparse.Namespace, root: Path) -> dict:
                 "head_lag_max": (slot - 1) - min(heads),
                 "out": {str(i): k for i, (k, _) in s.out.items()},
             }
+            if last_census is not None:
+                now_census = census()
+                grown = now_census - last_census
+                row["objects_grown"] = dict(grown.most_common(12))
+                last_census = now_census
             if max(media) > MEDIA_MAX_GB * 1e9 * 1.5:
                 problems.append(f"slot {slot}: a node holds {max(media)} media bytes, over its bound")
             rows.append(row)
             print(" ".join(f"{k}={v}" for k, v in row.items()), flush=True)
             write_json({**record_header("soak (partial)"), "rows": rows, "events": s.events}, args.json)
             last_cpu, last_slot = cpu, slot
+        ends = {i: x.ledger.head for i, x in enumerate(s.nodes) if x is not None and i not in s.out}
+        newest = max((v for v in ends.values() if v is not None), default=-1)
+        behind = {i: h for i, h in ends.items() if h is None or h < newest - 3}
+        if behind:
+            problems.append(f"nodes running at the end but behind the chain's head {newest}: {behind}")
         nursery.cancel_scope.cancel()
     certified, unsafe = check_safety(dirs)
     problems += unsafe
-    return {"rows": rows, "events": s.events, "certified": certified, "problems": problems}
-
-    ends = {i: x.ledger.head for i, x in enumerate(s.nodes) if x is not None and i not in s.out}
-    newest = max(v for v in ends.values() if v is not None)
-    behind = {i: h for i, h in ends.items() if h is None or h < newest - 3}
-    if behind:
-        problems.append(f"nodes running at the end but behind the chain's head {newest}: {behind}")
     return {"rows": rows, "events": s.events, "certified": certified, "problems": problems}
 
 
@@ -327,6 +364,7 @@ def main() -> int:
     parser.add_argument("--report-every", type=int, default=100)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "soak.json")
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--census", action="store_true", help="record which object types grow (slow)")
     args = parser.parse_args()
     if (
         args.slots < 1
