@@ -190,6 +190,40 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def _cmd_testnet(args: argparse.Namespace) -> int:
+    from node.testnet import TestnetError, TestnetPlan, write_testnet
+
+    plan = TestnetPlan(
+        validators=args.validators,
+        observers=args.observers,
+        hosts=_comma_list(args.hosts),
+        regions=_comma_list(args.regions),
+        seed=args.seed,
+        chain_seed=args.chain_seed,
+        genesis_time=args.genesis_time,
+        start_in=args.start_in,
+        slot_sec=args.slot_sec,
+        engine=args.engine,
+        p2p_port=args.p2p_port,
+        http_port=args.http_port,
+        public_port=args.public_port,
+    )
+    out = Path(args.out)
+    try:
+        nodes = write_testnet(plan, out, force=args.force)
+    except TestnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    validators = sum(n.validator for n in nodes)
+    print(f"wrote {len(nodes)} nodes ({validators} validators, {len(nodes) - validators} observers) to {out}")
+    print(f"start each with `icn-node run --config {out}/nodeK/node.toml`; {out}/README.md lists them")
+    return EXIT_OK
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     from network.identity import load_key_file
     from node.preflight import problems
@@ -427,6 +461,36 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--slot-sec", type=float, default=45.0, help="slot length (the phases scale with it)")
     init.add_argument("--start-in", type=float, default=60.0, help="seconds from now to slot 0")
     init.set_defaults(func=_cmd_init)
+
+    net = sub.add_parser("testnet", help="write the folders of a whole network: keys, configs, one genesis")
+    net.add_argument("--validators", type=int, required=True)
+    net.add_argument(
+        "--observers", type=int, default=0, help="nodes that follow the chain and direct nothing"
+    )
+    net.add_argument(
+        "--hosts", default="127.0.0.1", help="comma-separated IP addresses; node k on host k mod H"
+    )
+    net.add_argument(
+        "--regions", default="", help="comma-separated, round-robin over validators (default: host)"
+    )
+    net.add_argument("--out", required=True, help="folder to write (refused if not empty, unless --force)")
+    net.add_argument(
+        "--seed", default=None, help="derive keys and tokens from it: reproducible, test networks only"
+    )
+    net.add_argument("--chain-seed", default="icn-testnet", help="the network's election seed")
+    net.add_argument(
+        "--genesis-time", type=float, default=None, help="Unix time of slot 0 (default: now + start-in)"
+    )
+    net.add_argument("--start-in", type=float, default=300.0, help="seconds from now to slot 0")
+    net.add_argument("--slot-sec", type=float, default=45.0, help="slot length (the phases scale with it)")
+    net.add_argument("--engine", choices=("default", "tiny"), default="default", help="tiny: CPU, toy sizes")
+    net.add_argument(
+        "--p2p-port", type=int, default=4001, help="libp2p port of a host's first node (+j for the jth)"
+    )
+    net.add_argument("--http-port", type=int, default=9464, help="operator HTTP port of a host's first node")
+    net.add_argument("--public-port", type=int, default=8080, help="public HTTP port of a host's first node")
+    net.add_argument("--force", action="store_true", help="replace a testnet folder written before")
+    net.set_defaults(func=_cmd_testnet)
 
     config = sub.add_parser("config", help="operator config").add_subparsers(dest="config_cmd", required=True)
     check = config.add_parser("check", help="validate a config file (and its key) without starting anything")
