@@ -159,11 +159,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         notes["agreement"] = (
             "require_self_check is off because the tiny CLIP has random weights; turn it on with real ones."
         )
-    scale = args.slot_sec / 45.0  # the seed's phase plan is for 45 s slots
-    plan = SlotSection(
-        generation_end=round(15.0 * scale, 3), verification_end=round(17.0 * scale, 3),
-        agreement_end=round(30.0 * scale, 3),
-    )  # fmt: skip
+    plan = SlotSection.scaled(args.slot_sec)
     settings = NodeSettings(
         node=NodeSection(key_file=str(key)),
         http=HttpSection(token_file="api.token"),

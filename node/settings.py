@@ -141,6 +141,16 @@ class SlotSection(_Strict):
     verification_end: float = Field(17.0, gt=0, description="CLIP check and encoding")
     agreement_end: float = Field(30.0, gt=0, description="then propagation until the slot ends")
 
+    @classmethod
+    def scaled(cls, slot_sec: float) -> SlotSection:
+        """The default phase plan (for 45 s slots) scaled to `slot_sec`: what `init` and `testnet` write."""
+        base, k = cls(), slot_sec / 45.0
+        return cls(
+            generation_end=round(base.generation_end * k, 3),
+            verification_end=round(base.verification_end * k, 3),
+            agreement_end=round(base.agreement_end * k, 3),
+        )
+
 
 class AgreementSection(_Strict):
     """Consensus timeouts and thresholds; their defaults are the protocol's (`AgreementConfig`)."""

@@ -157,7 +157,6 @@ def node_settings(
     ip = _ip(me.host)
     listen_ip = ip.compressed if ip.is_loopback else ("0.0.0.0" if ip.version == 4 else "::")
     peers = [n for n in validators if n is not me][:MAX_BOOTSTRAP]
-    scale = plan.slot_sec / 45.0  # the seed's phase plan is for 45 s slots
     generation, agreement = GenerationSettings(), AgreementSection()
     if plan.engine == "tiny":
         generation = GenerationSettings.packaged("tiny")
@@ -185,11 +184,7 @@ def node_settings(
                 for i, v in enumerate(validators)
             ),
         ),
-        slot=SlotSection(
-            generation_end=round(15.0 * scale, 3),
-            verification_end=round(17.0 * scale, 3),
-            agreement_end=round(30.0 * scale, 3),
-        ),
+        slot=SlotSection.scaled(plan.slot_sec),
         agreement=agreement,
         network=network,
         generation=generation,
