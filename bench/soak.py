@@ -10,7 +10,9 @@ over loopback; short real-time slots) run the chain while a generator seeded by
 - Byzantine: the last validator is a Byzantine director throughout, and each of
   its restarts draws a new lie (equivocate, different-output,
   missing-candidate, silent).
-At most one honest node is out at a time: with 4 of 7 as directors a slot can
+`--quiet-edges N` starts no fault in the first and last N slots, so the two
+windows the flatness check compares carry the same load (the Byzantine
+director lies in both). At most one honest node is out at a time: with 4 of 7 as directors a slot can
 still fail when the Byzantine director sits beside it (counted, not a fault).
 
 Every `--report-every` slots it records the process's RSS, open descriptors and
@@ -47,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 import trio  # noqa: E402
 
 from bench.common import record_header, write_json  # noqa: E402
+from bench.sampler import Sampler  # noqa: E402
 from network.faults import FaultPlan  # noqa: E402
 from node.node import Node  # noqa: E402
 from node.settings import NodeSettings  # noqa: E402
@@ -89,6 +92,7 @@ class Soak:
     events: list[dict] = field(default_factory=list)
     lie: str = ""
     quiet_from: int = 1 << 62  # no faults from this slot on: every node has time to catch up before the end
+    faults_from: int = 0  # and none before this one: the first window measures the same load as the last
 
     async def start(self, i: int) -> None:
         assert self.nursery is not None
@@ -120,7 +124,11 @@ class Soak:
             self.events.append({"slot": slot, "node": i, "event": f"{kind} ends"})
         honest_out = [i for i in self.out if i != self.byzantine]
         roll = self.rng.random()
-        if honest_out or roll >= P_CRASH + P_PARTITION + 0.01 or slot >= self.quiet_from:
+        if (
+            honest_out
+            or roll >= P_CRASH + P_PARTITION + 0.01
+            or not self.faults_from <= slot < self.quiet_from
+        ):
             return
         if roll < 0.01 and self.byzantine not in self.out:  # the Byzantine node restarts with a new lie
             self.crash(self.byzantine)
@@ -257,7 +265,11 @@ async def soak(args: argparse.Namespace, root: Path) -> dict:
     g = configs[0].chain.genesis()
     faults = FaultPlan(seed=args.seed)
     s = Soak(configs, engine, faults, random.Random(args.seed), byzantine=n - 1)
-    s.quiet_from = args.slots - min(10, args.slots // 4)
+    s.quiet_from = args.slots - max(args.quiet_edges, min(10, args.slots // 4))
+    s.faults_from = args.quiet_edges
+    profiles = dict(args.profile)
+    sampler: Sampler | None = None
+    sampler_from = 0
     s.nodes, s.scopes = [None] * n, [trio.CancelScope() for _ in range(n)]
     dirs = [root / f"n{i}" for i in range(n)]
     rows: list[dict] = []
@@ -273,6 +285,13 @@ async def soak(args: argparse.Namespace, root: Path) -> dict:
         for slot in range(1, args.slots + 1):
             await trio.sleep(max(0.0, g.slot_start(slot) + 0.05 - time.time()))
             await s.perturb(slot)
+            if sampler is not None and slot in profiles.values():
+                sampler.stop()
+                sampler.write(args.json.with_name(f"{args.json.stem}-profile-{sampler_from}-{slot}.txt"))
+                sampler = None
+            if slot in profiles:
+                sampler, sampler_from = Sampler(), slot
+                sampler.start()
             if slot % args.report_every and slot != args.slots:
                 continue
             cpu = cpu_sec()
@@ -298,6 +317,7 @@ async def soak(args: argparse.Namespace, root: Path) -> dict:
                 "ledger_recent_max": max(len(x.ledger.recent) for x in running),
                 "head_lag_max": (slot - 1) - min(heads),
                 "out": {str(i): k for i, (k, _) in s.out.items()},
+                "profiling": sampler is not None,
             }
             if last_census is not None:
                 now_census = census()
@@ -326,15 +346,31 @@ def _mean(rows: list[dict], key: str) -> float:
 
 
 def summarise(rows: list[dict], window: int, every: int) -> dict[str, Any]:
-    """The first and last `window` slots' RSS and CPU per slot, and their change."""
+    """The first and last `window` slots' RSS, CPU per slot and CPU per certified slot, and their change.
+
+    CPU per slot follows how many slots certify (a slot that fails skips the
+    encode, the media transfer and the certificate); per certified slot it does
+    not, so the two together tell growth in work from a quieter window."""
     k = max(1, window // every)
     if len(rows) < 2 * k:
         return {}
-    first, last = rows[:k], rows[-k:]
+    before = [{"slot": 0, "certified_total": 0}, *rows[:-1]]
+    certified = [r["certified_total"] - p["certified_total"] for r, p in zip(rows, before, strict=True)]
+    cpu_ms = [r["cpu_ms_per_slot"] * (r["slot"] - p["slot"]) for r, p in zip(rows, before, strict=True)]
+    per_certified = {
+        "first": sum(cpu_ms[:k]) / max(1, sum(certified[:k])),
+        "last": sum(cpu_ms[-k:]) / max(1, sum(certified[-k:])),
+    }
     out: dict[str, Any] = {}
     for key in ("rss_mib", "cpu_ms_per_slot"):
-        a, b = _mean(first, key), _mean(last, key)
+        a, b = _mean(rows[:k], key), _mean(rows[-k:], key)
         out[key] = {"first": round(a, 1), "last": round(b, 1), "change_pct": round(100 * (b - a) / a, 1)}
+    a, b = per_certified["first"], per_certified["last"]
+    out["cpu_ms_per_certified_slot"] = {
+        "first": round(a, 1),
+        "last": round(b, 1),
+        "change_pct": round(100 * (b - a) / a, 1),
+    }
     return out
 
 
@@ -363,6 +399,13 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def _window(text: str) -> tuple[int, int]:
+    a, sep, b = text.partition(":")
+    if not (sep and a.isdigit() and b.isdigit() and 0 < int(a) < int(b)):
+        raise argparse.ArgumentTypeError("FROM:TO, two slot numbers, FROM below TO")
+    return int(a), int(b)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slots", type=int, default=2000)
@@ -374,6 +417,15 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "soak.json")
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--census", action="store_true", help="record which object types grow (slow)")
+    parser.add_argument(
+        "--quiet-edges", type=int, default=0, metavar="SLOTS",
+        help="start no fault in the first and last SLOTS slots, so the first and last windows carry the "
+        "same load and their CPU per slot compares work, not the fault schedule",
+    )  # fmt: skip
+    parser.add_argument(
+        "--profile", type=_window, action="append", default=[], metavar="FROM:TO",
+        help="sample every thread's stack between these slots into <json stem>-profile-FROM-TO.txt",
+    )  # fmt: skip
     args = parser.parse_args()
     if (
         args.slots < 1
@@ -382,6 +434,10 @@ def main() -> int:
         or not 4 <= args.directors <= args.nodes
     ):
         parser.error("--slots and --report-every at least 1, 5 to 20 --nodes, 4 to --nodes --directors")
+    if not 0 <= args.quiet_edges <= args.slots // 4:
+        parser.error("--quiet-edges in [0, --slots / 4]")
+    if any(b > args.slots for _, b in args.profile):
+        parser.error("--profile windows end by --slots")
     if not 1.0 <= args.slot_sec <= 60:
         parser.error("--slot-sec in [1, 60]")
     started = time.perf_counter()

@@ -73,6 +73,7 @@ class Storage:
             raise StorageError(f"{self.path}: database integrity check failed: {check}")
         self._migrate()
         self._claim(chain_id)
+        self._certificates_scanned = 0  # prune_certificates has read every slot below this one
 
     @classmethod
     def reader(cls, path: str | Path, chain_id: bytes) -> Storage:
@@ -126,6 +127,7 @@ class Storage:
                 "INSERT OR IGNORE INTO certificates VALUES (?, ?, ?, ?)",
                 (cert.slot, cert.hash, cert.encode(), received_at),
             )
+        self._certificates_scanned = min(self._certificates_scanned, cert.slot)  # an old gap filled late
 
     def certificates(self, from_slot: int = 0) -> Iterator[Certificate]:
         """Every stored certificate from `from_slot` on, in slot order, a page at a time."""
@@ -260,13 +262,21 @@ class Storage:
         """Drop certificates of slots before `before` that carry no evidence; how many (`limit` a call).
 
         Evidence-carrying ones stay: a peer catching up from far back needs them
-        to elect as everyone else does, and they are few (see consensus.ledger)."""
+        to elect as everyone else does, and they are few (see consensus.ledger).
+        Each call reads only the slots the previous calls have not: the kept
+        evidence-carrying rows are not decoded again every time, so the work
+        per call stays constant however many of them the months leave."""
         rows = self._db.execute(
-            "SELECT slot, data FROM certificates WHERE slot < ? ORDER BY slot LIMIT ?", (before, limit)
+            "SELECT slot, data FROM certificates WHERE slot >= ? AND slot < ? ORDER BY slot LIMIT ?",
+            (self._certificates_scanned, before, limit),
         ).fetchall()
         plain = [(slot,) for slot, data in rows if not Certificate.decode(data).value.evidence]
         with self._tx():
             self._db.executemany("DELETE FROM certificates WHERE slot = ?", plain)
+        if len(rows) < limit:
+            self._certificates_scanned = max(self._certificates_scanned, before)
+        elif rows:
+            self._certificates_scanned = rows[-1][0] + 1
         return len(plain)
 
     def size_bytes(self) -> int:
