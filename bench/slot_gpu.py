@@ -5,7 +5,11 @@ random weights in the seed's precisions (Flux-Schnell NF4 with T5-XXL NF4,
 CLIP-L text encoder and VAE bf16; Kokoro-82M FP32; LivePortrait FP16; CLIP
 ViT-B-32 and ViT-L-14 INT8), built by the pipeline itself, then N slots of 45 s
 (1080 frames at 512x512, 24 kHz audio) generated and encoded to MP4 as the
-node does. Reports device memory per model after load and overall, against
+node does: `--encode stream` (the default, as the node runs) encodes each batch
+while the warp renders the next, and the "encode" phase is then only the tail
+after the CLIP check; `--encode after` is the old one-shot encode after the
+slot, for comparison; the encoder chosen (NVENC or libx264 and its threads) is
+reported. Reports device memory per model after load and overall, against
 the seed's budgets and the hard limit; per-phase and whole-slot P50/P99; and
 the cold start. With --tiny it runs the packaged tiny profile on the CPU (CI).
 
@@ -16,6 +20,7 @@ the cold start. With --tiny it runs the packaged tiny profile on the CPU (CI).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
@@ -68,6 +73,7 @@ def settings_for(args: argparse.Namespace):
         data["pipeline"]["parallel_audio_actor"] = not args.sequential
         data["warp"]["face_threshold"] = 0.0  # a random CLIP sees no face anywhere: animate every actor
         data["warp"]["compile"] = args.compile
+        data["warp"]["compile_cache_dir"] = args.compile_cache
         data["vram"]["hard_limit_gb"] = args.hard_limit
         data["vram"]["soft_limit_gb"] = min(data["vram"]["soft_limit_gb"], args.hard_limit)
     return GenerationSettings.from_mapping(data)
@@ -92,6 +98,60 @@ def encoder_available() -> bool:
     return True
 
 
+def encoder_choice(settings) -> str | None:
+    from generation.encoder import choose_encoder
+
+    return choose_encoder(settings.encode.codec, settings.encode.threads).describe()
+
+
+def profile_warp(pipeline, table_path: str) -> dict:
+    """The warp stage of one more slot under torch.profiler, in this thread (the profiler sees only the
+    thread that starts it; the pipeline runs its stages in worker threads): the top kernels by device
+    time to `table_path`, and the stage's named ranges (driving, source, W, G, pixels)."""
+    import anyio
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    result = anyio.run(pipeline.generate_slot, recipe(9999), 9999)  # fills the actor and audio buffers
+    if not result.success:
+        raise SystemExit(f"profiled slot failed: {result.error_msg}")
+    s = pipeline.settings
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    sync()
+    started = time.perf_counter()
+    with profile(activities=activities) as prof, record_function("warp"):
+        pipeline.warp.render(
+            pipeline.actor_buffer, pipeline.video_buffer, result.video_frames.shape[0],
+            phonemes=result.phonemes, audio=pipeline.audio_buffer[: result.audio_waveform.numel()],
+            sample_rate=s.buffers.audio.sample_rate, fps=s.buffers.video.fps, emotion="excited",
+            seed=result.seed or 0,
+        )  # fmt: skip
+        sync()
+    wall_ms = (time.perf_counter() - started) * 1000
+    events = prof.key_averages()
+    Path(table_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(table_path).write_text(events.table(sort_by="self_device_time_total", row_limit=40))
+    ranges = ("warp", "lp:driving", "lp:source", "lp:W", "lp:G", "lp:pixels")
+    top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:25]
+    return {
+        "warp_wall_ms_profiled": wall_ms,
+        "ranges": {
+            e.key: {
+                "cpu_ms": e.cpu_time_total / 1000,
+                "device_ms": e.device_time_total / 1000,
+                "calls": e.count,
+            }
+            for e in events
+            if e.key in ranges
+        },
+        "device_ms_total": sum(e.self_device_time_total for e in events) / 1000,
+        "top_kernels": [
+            {"name": e.key[:120], "self_device_ms": e.self_device_time_total / 1000, "calls": e.count}
+            for e in top
+        ],
+    }
+
+
 def run(args: argparse.Namespace) -> dict:
     import anyio
 
@@ -110,7 +170,7 @@ def run(args: argparse.Namespace) -> dict:
         torch.cuda.synchronize(device)
     cold_start = time.perf_counter() - t
     after_load = memory(device)
-    encode = encoder_available()
+    encode = args.encode if encoder_available() else "none"
     budgets = settings.models.budgets_gb.model_dump()
     fps, sample_rate = settings.buffers.video.fps, settings.buffers.audio.sample_rate
 
@@ -122,11 +182,12 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as out:
         for slot in range(args.slots + 1):  # slot 0 warms up (cuDNN algorithm search) and is not counted
             started = time.perf_counter()
-            result = anyio.run(pipeline.generate_slot, recipe(slot), slot)
+            into = Path(out) / f"slot-{slot}" if encode == "stream" else None
+            result = anyio.run(functools.partial(pipeline.generate_slot, recipe(slot), slot, encode_to=into))
             if not result.success:
                 raise SystemExit(f"slot {slot} failed: {result.error_msg}")
             times = dict(result.stage_times_ms)
-            if encode:
+            if encode == "after":
                 t = time.perf_counter()
                 write_slot_media(
                     result.video_frames, result.audio_waveform, out, fps=fps, sample_rate=sample_rate
@@ -140,6 +201,7 @@ def run(args: argparse.Namespace) -> dict:
             totals.append(total)
             for name, ms in times.items():
                 phases.setdefault(name, []).append(ms)
+        profile = profile_warp(pipeline, args.profile) if args.profile else None
     during = memory(device)
     return {
         "benchmark": "slot_gpu",
@@ -155,8 +217,10 @@ def run(args: argparse.Namespace) -> dict:
             "liveportrait_batch": getattr(pipeline.warp, "batch_size", None),
             "slots": args.slots,
             "encode": encode,
+            "encoder": encoder_choice(settings) if encode != "none" else None,
             "parallel_audio_actor": settings.pipeline.parallel_audio_actor,
             "warp_compile": settings.warp.compile,
+            "compile_cache_dir": args.compile_cache,
             "speech_window_sec": settings.speech.window_sec,
         },
         "cold_start_sec": cold_start,
@@ -178,6 +242,7 @@ def run(args: argparse.Namespace) -> dict:
             "mean": statistics.fmean(totals),
         },
         "notes": sorted(notes),
+        "profile": profile,
     }
 
 
@@ -185,6 +250,7 @@ def print_table(r: dict) -> None:
     m = r["memory"]
     print(f"slot_gpu on {r['card']} ({r['config']['source']} weights), torch {r['torch']}")
     print(f"cold start (every model built and resident): {r['cold_start_sec']:.1f} s")
+    print(f"encode: {r['config']['encode']}, {r['config']['encoder'] or 'no encoder'}")
     if m["per_model_allocated_gb"]:
         print(f"{'model':14s} {'allocated GB':>13s} {'budget GB':>10s}")
         for name, gb in m["per_model_allocated_gb"].items():
@@ -218,6 +284,18 @@ def main() -> None:
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile LivePortrait's W and G (warp.compile)"
     )
+    parser.add_argument(
+        "--profile", default=None, metavar="TABLE",
+        help="after the measured slots, one more under torch.profiler: its kernel table to TABLE",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compile-cache", default=None, metavar="DIR",
+        help="warp.compile_cache_dir: run twice with the same DIR to measure a cold start from warm caches",
+    )  # fmt: skip
+    parser.add_argument(
+        "--encode", default="stream", choices=("stream", "after", "none"),
+        help="stream: beside the warp, as the node runs (default); after: one-shot after the slot",
+    )  # fmt: skip
     parser.add_argument("--json", default="bench/results/slot_gpu.json")
     args = parser.parse_args()
     if args.slots < 1:

@@ -210,6 +210,23 @@ class WarpSettings(_Strict):
         description="torch.compile LivePortrait's W and G on CUDA (bench/RESULTS.md: 1.7x faster on an H200; "
         "compiles at start-up and again for each new batch shape)",
     )
+    compile_cache_dir: Path | None = Field(
+        None,
+        description="where torch.compile keeps its compiled kernels (sets TORCHINDUCTOR_CACHE_DIR), so a "
+        "restarted node loads them instead of compiling again; unset: torch's /tmp/torchinductor_<user>",
+    )
+
+
+class EncodeSettings(_Strict):
+    """The MP4 encode (generation.encoder): streamed beside the warp when the caller asks for the file."""
+
+    codec: Literal["auto", "libx264", "h264_nvenc"] = Field(
+        "auto", description="auto: NVENC where the card has one and PyAV's FFmpeg can open it, else libx264"
+    )
+    threads: int = Field(0, ge=0, le=256, description="libx264 worker threads; 0: one per core")
+    crf: int = Field(
+        20, ge=0, le=51, description="quality: lower is better and larger (libx264 crf, NVENC cq)"
+    )
 
 
 class LatencyCeilings(_Strict):
@@ -242,6 +259,7 @@ class GenerationSettings(_Strict):
     plugins: PluginSettings = PluginSettings()
     speech: SpeechSettings = SpeechSettings()
     warp: WarpSettings = WarpSettings()
+    encode: EncodeSettings = EncodeSettings()
 
     # -- constructors -------------------------------------------------------------------------------
     @classmethod

@@ -2,6 +2,8 @@
 
 Frames are converted and fed to the encoder one at a time, so encoding never
 holds a second copy of the raw video (1080 frames of 512x512 RGB is 0.85 GB).
+The encoder itself (`generation.encoder`) also runs as a stream beside the
+warp; `encode_mp4` is the same encoder fed every frame at once.
 The network addresses the MP4 by the SHA-256 of its bytes, computed by reading
 the finished file back in chunks.
 
@@ -12,7 +14,6 @@ library versions), which is why directors compare CLIP embeddings, not hashes.
 from __future__ import annotations
 
 import hashlib
-import os
 import wave
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from generation.encoder import EncoderChoice, audio_array, encode_frames
 from generation.utils.pixels import to_pixels
 
-AAC_FRAME = 1024  # samples per AAC frame
 HASH_CHUNK = 1 << 20
 
 
@@ -47,23 +48,10 @@ def frame_hwc(frame: torch.Tensor) -> np.ndarray:
     return frame.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
-def _audio_array(audio: torch.Tensor | np.ndarray) -> np.ndarray:
-    array = (
-        audio.detach().float().cpu().numpy()
-        if isinstance(audio, torch.Tensor)
-        else np.asarray(audio, np.float32)
-    )
-    if array.ndim != 1:
-        raise ValueError(f"audio must be (num_samples,), got {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError("audio holds NaN or Inf")
-    return np.clip(array.astype(np.float32), -1.0, 1.0)
-
-
 def write_wav(audio: torch.Tensor | np.ndarray, sample_rate: int, path: str | Path) -> Path:
     """16-bit PCM mono WAV."""
     path = Path(path)
-    pcm = (_audio_array(audio) * 32767.0).round().astype("<i2")
+    pcm = (audio_array(audio) * 32767.0).round().astype("<i2")
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -88,51 +76,15 @@ def encode_mp4(
     fps: int = 24,
     sample_rate: int = 24000,
     crf: int = 20,
+    choice: EncoderChoice | None = None,
 ) -> tuple[int, int]:
     """Encode frames (each (3, H, W)) and mono audio into an MP4 at `path`; return (frames, samples).
 
     Written to a temporary name and renamed when complete, so a crash never leaves a
-    truncated file under the final name.
+    truncated file under the final name. The same encoder as the streamed path
+    (`generation.encoder`), fed all at once.
     """
-    import av
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    samples = _audio_array(audio)
-    count = 0
-    try:
-        with av.open(str(tmp), "w", format="mp4") as container:
-            video = None
-            for frame in frames:
-                array = frame_hwc(frame)
-                if video is None:
-                    height, width = array.shape[:2]
-                    if height % 2 or width % 2:
-                        raise ValueError(f"H.264 needs even frame sizes, got {width}x{height}")
-                    video = container.add_stream("libx264", rate=fps)
-                    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-                    video.options = {"crf": str(crf), "preset": "veryfast"}
-                    sound = container.add_stream("aac", rate=sample_rate)
-                    sound.layout = "mono"
-                for packet in video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                    container.mux(packet)
-                count += 1
-            if video is None:
-                raise ValueError("no frames to encode")
-            for packet in video.encode():
-                container.mux(packet)
-            for start in range(0, len(samples), AAC_FRAME):
-                chunk = samples[start : start + AAC_FRAME][None, :]
-                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
-                af.sample_rate, af.pts = sample_rate, start
-                for packet in sound.encode(af):
-                    container.mux(packet)
-            for packet in sound.encode():
-                container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return count, len(samples)
+    return encode_frames(frames, audio, path, fps=fps, sample_rate=sample_rate, crf=crf, choice=choice)
 
 
 def write_slot_media(
@@ -144,13 +96,27 @@ def write_slot_media(
     sample_rate: int = 24000,
     mp4_name: str = "slot.mp4",
     wav_name: str = "speech.wav",
+    choice: EncoderChoice | None = None,
 ) -> SlotMedia:
     """Write the MP4 and the speech WAV under `out_dir` and hash the MP4."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mp4, wav = out / mp4_name, out / wav_name
-    n_frames, n_samples = encode_mp4(frames, audio, mp4, fps=fps, sample_rate=sample_rate)
-    write_wav(audio, sample_rate, wav)
+    n_frames, _ = encode_mp4(frames, audio, out / mp4_name, fps=fps, sample_rate=sample_rate, choice=choice)
+    return slot_media(out / mp4_name, audio, n_frames, fps=fps, sample_rate=sample_rate, wav_name=wav_name)
+
+
+def slot_media(
+    mp4: Path,
+    audio: torch.Tensor | np.ndarray,
+    n_frames: int,
+    *,
+    fps: int,
+    sample_rate: int,
+    wav_name: str = "speech.wav",
+) -> SlotMedia:
+    """The record of a finished MP4 (however it was encoded): the speech WAV beside it, and its hash."""
+    wav = write_wav(audio, sample_rate, mp4.parent / wav_name)
+    n_samples = int(audio.shape[0])
     return SlotMedia(
         mp4_path=mp4,
         wav_path=wav,

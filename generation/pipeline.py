@@ -17,6 +17,7 @@ stage it was in, and leaves the pipeline ready for the next one.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ import anyio.lowlevel
 import torch
 
 from generation.config import GenerationSettings
+from generation.encoder import StreamingEncoder, choose_encoder
 from generation.errors import ConfigError, StageError, VortexError, WeightsError
 from generation.liveportrait.animator import (
     DrivingSettings,
@@ -38,6 +40,7 @@ from generation.liveportrait.animator import (
     weights_gb,
 )
 from generation.liveportrait.face import FaceCheck
+from generation.media import SlotMedia, slot_media
 from generation.models.clip import ClipEnsemble, VerificationResult, load_clip
 from generation.models.flux import load_flux_schnell
 from generation.models.tiny import materialise
@@ -84,6 +87,7 @@ class GenerationResult:
     words: list[WordTiming] = field(default_factory=list)  # derived; sample ranges in audio_waveform
     phonemes: list[PhonemeTiming] = field(default_factory=list)
     face_probability: float | None = None  # CLIP's belief that the actor image shows a face
+    media: SlotMedia | None = None  # the MP4, when generate_slot was asked to encode it (encode_to)
 
 
 class _StageClock:
@@ -251,6 +255,9 @@ class VortexPipeline:
         if w.compile and self.device.type == "cuda":
             # compiled before the batch is measured: compiling a shape allocates beyond the eager activations
             # (measured: the eager measure's batch 4 ran out of memory compiled at 11.5 GB; 2 fitted)
+            if w.compile_cache_dir is not None:  # read by inductor when it first compiles, which is below
+                Path(w.compile_cache_dir).mkdir(parents=True, exist_ok=True)
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(w.compile_cache_dir).resolve())
             model.optimise(compile=True)
         room = self.settings.models.budgets_gb.liveportrait - weights_gb(model)
         if not w.batch_size and self.device.type == "cuda":
@@ -292,10 +299,15 @@ class VortexPipeline:
         slot_id: int,
         *,
         timeout_sec: float | None = None,
+        encode_to: str | Path | None = None,
     ) -> GenerationResult:
         """Generate one slot. Never raises for bad input or a failed stage: see `success` and `error_msg`.
 
         `timeout_sec` overrides `pipeline.generation_timeout_sec` for this call.
+        `encode_to`: a directory to write the slot's MP4 (and speech WAV) into,
+        encoded batch by batch while the warp renders (`generation.encoder`);
+        `media` in the result then describes it. The encode counts against the
+        timeout; a failed or cut-short slot leaves no MP4 there.
         """
         started = time.perf_counter()
         clock = _StageClock()
@@ -309,7 +321,9 @@ class VortexPipeline:
             clock.deadline = anyio.current_time() + timeout
             with anyio.move_on_after(timeout) as scope:
                 try:
-                    return await self._generate(parsed, int(slot_id), started, clock)
+                    return await self._generate(
+                        parsed, int(slot_id), started, clock, None if encode_to is None else Path(encode_to)
+                    )
                 except* VortexError as group:
                     error = str(_first_leaf(group))
                 except* Exception as group:
@@ -332,7 +346,7 @@ class VortexPipeline:
         return self._slot_lock
 
     async def _generate(
-        self, recipe: Recipe, slot_id: int, started: float, clock: _StageClock
+        self, recipe: Recipe, slot_id: int, started: float, clock: _StageClock, encode_to: Path | None
     ) -> GenerationResult:
         s = self.settings
         seed = recipe.seed_for_slot(slot_id)
@@ -413,8 +427,54 @@ class VortexPipeline:
             await run_audio()
             await run_actor()
 
+        encoder = None
+        if encode_to is not None:
+            v, e = s.buffers.video, s.encode
+            encoder = StreamingEncoder(
+                encode_to / "slot.mp4", self.audio_buffer[:audio_samples], width=v.width, height=v.height,
+                fps=v.fps, sample_rate=s.buffers.audio.sample_rate, crf=e.crf,
+                choice=choose_encoder(e.codec, e.threads),
+            ).start()  # fmt: skip
+            notes.append(f"encode: {encoder.choice.describe()}, streamed beside the warp")
+        try:
+            return await self._render_and_verify(
+                recipe,
+                slot_id,
+                started,
+                clock,
+                seed,
+                num_frames,
+                audio_samples,
+                speech,
+                notes,
+                renderer,
+                payload,
+                encoder,
+            )
+        finally:
+            if encoder is not None and not encoder.finished:
+                encoder.abort()
+
+    async def _render_and_verify(
+        self,
+        recipe: Recipe,
+        slot_id: int,
+        started: float,
+        clock: _StageClock,
+        seed: int,
+        num_frames: int,
+        audio_samples: int,
+        speech: SpeechResult | None,
+        notes: list[str],
+        renderer: str | None,
+        payload: dict[str, Any],
+        encoder: StreamingEncoder | None,
+    ) -> GenerationResult:
+        """The warp (its batches streamed to `encoder` as they finish), the CLIP check, and the MP4."""
+        s = self.settings
         warp_mode = self.warp.mode
         frames = None
+        streamed = False
         if renderer == "warp":
             frames = await self._render_with_plugin(
                 clock, recipe, payload, notes, "warp", decode_png_frames_into, self.video_buffer, num_frames
@@ -437,14 +497,28 @@ class VortexPipeline:
                     fps=s.buffers.video.fps,
                     emotion=recipe.audio_track.emotion,
                     seed=seed,
+                    on_batch=None if encoder is None else encoder.put,
                 )
 
             warped = await self._stage(clock, "warp", warp)
             frames, warp_mode, face_probability = warped.frames, warped.mode, warped.face_probability
+            streamed = isinstance(self.warp, LivePortraitWarp)
             notes.extend(warped.notes)
+        if encoder is not None and not streamed:
+            encoder.put(frames)  # rendered at once (still, plugin): one batch
         verification: VerificationResult = await self._stage(
-            clock, "verify", self.clip_ensemble.verify, frames, visual.prompt
+            clock, "verify", self.clip_ensemble.verify, frames, recipe.visual_track.prompt
         )
+        media = None
+        if encoder is not None:
+            audio = self.audio_buffer[:audio_samples].to("cpu", copy=True)
+            fps, rate = s.buffers.video.fps, s.buffers.audio.sample_rate
+
+            def finish() -> SlotMedia:
+                n_frames, _ = encoder.finish()
+                return slot_media(encoder.path, audio, n_frames, fps=fps, sample_rate=rate)
+
+            media = await self._stage(clock, "encode", finish)
         return GenerationResult(
             video_frames=frames.to("cpu", copy=True),
             audio_waveform=self.audio_buffer[:audio_samples].to("cpu", copy=True),
@@ -462,6 +536,7 @@ class VortexPipeline:
             words=list(speech.words) if speech else [],
             phonemes=list(speech.phonemes) if speech else [],
             face_probability=face_probability,
+            media=media,
         )
 
     def _renderer_stage(self, recipe: Recipe, notes: list[str]) -> str | None:
@@ -509,6 +584,7 @@ class VortexPipeline:
     async def _stage(self, clock: _StageClock, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Check memory, then run `fn` in a worker thread, timed under `name`; errors become `StageError`."""
         self.vram_monitor.check(name)
+
         with clock.track(name):
             try:
                 return await anyio.to_thread.run_sync(fn, *args)

@@ -231,7 +231,7 @@ class SlotLifecycle:
         async def make() -> None:
             try:
                 box["result"] = await generate(
-                    studio.engine, recipe, slot, timeout_sec=ends - self._clock.now()
+                    studio.engine, recipe, slot, timeout_sec=ends - self._clock.now(), workdir=studio.workdir
                 )
             except ProductionError as exc:
                 box["error"] = str(exc)

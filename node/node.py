@@ -21,6 +21,7 @@ announces.
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,6 +123,7 @@ class Node:
             storage_dir / "media", max_file_bytes=settings.network.media.max_file_bytes
         )
         self.workdir = storage_dir / "work"
+        shutil.rmtree(self.workdir, ignore_errors=True)  # a slot's files left by a crash: never needed again
         self.segments = SegmentCache(storage_dir / "hls")
         self.engine = engine
         self.metrics = NodeMetrics()

@@ -1,7 +1,9 @@
 """A director's own output for a slot: generate, encode, store, and summarise for consensus.
 
-The engine runs its models in worker threads (anyio), encoding runs in a worker
-thread too, so the node's trio loop keeps serving gossip while the GPU works.
+The engine runs its models in worker threads (anyio) and encodes the MP4 in a
+thread of its own while the warp renders (`generate_slot(encode_to=...)`), so
+the node's trio loop keeps serving gossip while the GPU works, and the encode
+is not a phase of its own after the warp (issue 21).
 """
 
 from __future__ import annotations
@@ -36,32 +38,50 @@ def recipe_hash(recipe: Recipe) -> bytes:
     return bytes.fromhex(recipe.content_hash())
 
 
-async def generate(engine: VortexPipeline, recipe: Recipe, slot: int, timeout_sec: float) -> GenerationResult:
-    result = await engine.generate_slot(recipe, slot, timeout_sec=max(timeout_sec, 0.001))
-    if not result.success or result.verification is None:
-        raise ProductionError(result.error_msg or "the engine returned no verification")
+async def generate(
+    engine: VortexPipeline, recipe: Recipe, slot: int, timeout_sec: float, workdir: Path
+) -> GenerationResult:
+    """The slot's frames, speech, CLIP embeddings and its MP4 (encoded under `workdir` as the warp renders).
+
+    A slot that fails or is cut short leaves nothing under `workdir`: `package` removes the folder of
+    one that succeeds, so the folder does not fill over months of slots."""
+    where = slot_dir(workdir, slot)
+    try:
+        result = await engine.generate_slot(
+            recipe, slot, timeout_sec=max(timeout_sec, 0.001), encode_to=where
+        )
+        if not result.success or result.verification is None:
+            raise ProductionError(result.error_msg or "the engine returned no verification")
+    except BaseException:
+        shutil.rmtree(where, ignore_errors=True)  # at most an empty folder and a WAV: quick enough inline
+        raise
     return result
+
+
+def slot_dir(workdir: Path, slot: int) -> Path:
+    return workdir / f"slot-{slot}"
 
 
 async def package(
     engine: VortexPipeline, result: GenerationResult, recipe: Recipe, store: MediaStore, workdir: Path
 ) -> Production:
-    """Encode the result to MP4, add it to the media store, and build the announcement's content."""
+    """Add the result's MP4 to the media store (encoding it first if the engine did not), and build the
+    announcement's content."""
     b = engine.settings.buffers
-    slot_dir = workdir / f"slot-{result.slot_id}"
+    where = slot_dir(workdir, result.slot_id)
 
     def encode_and_store() -> tuple[SlotMedia, bytes]:
-        media = write_slot_media(
-            result.video_frames,
-            result.audio_waveform,
-            slot_dir,
-            fps=b.video.fps,
-            sample_rate=b.audio.sample_rate,
-        )
         try:
+            media = result.media or write_slot_media(
+                result.video_frames,
+                result.audio_waveform,
+                where,
+                fps=b.video.fps,
+                sample_rate=b.audio.sample_rate,
+            )
             return media, store.add_file(media.mp4_path)
         finally:
-            shutil.rmtree(slot_dir, ignore_errors=True)  # the store holds its own copy
+            shutil.rmtree(where, ignore_errors=True)  # the store holds its own copy
 
     media, cid = await trio.to_thread.run_sync(encode_and_store)
     v = result.verification

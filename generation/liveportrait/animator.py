@@ -18,11 +18,12 @@ whatever bias the MLPs carry.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
+from torch.profiler import record_function
 
 from generation.liveportrait.driving import EMOTION_PRESETS, MotionTrack, drive
 from generation.liveportrait.face import FaceCheck
@@ -35,6 +36,7 @@ from generation.utils.pixels import to_pixels
 
 logger = logging.getLogger(__name__)
 
+BatchSink = Callable[[torch.Tensor, "torch.cuda.Event | None"], None]
 ROUNDING_GAIN = 0.3  # how far full rounding pulls the lip keypoints towards their centre (x only)
 GIB = 1024**3
 
@@ -87,7 +89,11 @@ class LivePortraitWarp:
         fps: int = 24,
         emotion: str = "neutral",
         seed: int = 0,
+        on_batch: BatchSink | None = None,
     ) -> WarpOutput:
+        """Render `num_frames` into `video`; `on_batch(frames, ready)` gets each finished batch (a view of
+        `video`) with the CUDA event its asynchronous copy recorded (None when the copy was synchronous),
+        so a streaming encoder can take it while the next batch renders."""
         check_num_frames(video, num_frames)
         cancel_point()
         notes: list[str] = []
@@ -101,25 +107,44 @@ class LivePortraitWarp:
                 )
                 for start in range(0, num_frames, self.batch_size):
                     cancel_point()
-                    drift_frames(
-                        actor, video, start, min(start + self.batch_size, num_frames), num_frames, seed
-                    )
+                    stop = min(start + self.batch_size, num_frames)
+                    drift_frames(actor, video, start, stop, num_frames, seed)
+                    if on_batch is not None:
+                        on_batch(video[start:stop], None)
                 return WarpOutput(video[:num_frames], "gentle", notes, probability)
         preset = EMOTION_PRESETS.get(emotion, "neutral")
-        track = drive(
-            phonemes, audio, sample_rate=sample_rate, fps=fps, num_frames=num_frames, preset=preset, seed=seed
-        )
-        source = self.model.prepare_source(self.crop(actor))
-        kp_driving = self.driving_keypoints(source, track)
+        with record_function("lp:driving"):
+            track = drive(
+                phonemes,
+                audio,
+                sample_rate=sample_rate,
+                fps=fps,
+                num_frames=num_frames,
+                preset=preset,
+                seed=seed,
+            )
+        with record_function("lp:source"):
+            source = self.model.prepare_source(self.crop(actor))
+        with record_function("lp:driving"):
+            kp_driving = self.driving_keypoints(source, track)
         # a pinned host buffer takes each batch asynchronously while the next one renders
         asynchronous = self.model.device.type == "cuda" and video.device.type == "cpu" and video.is_pinned()
         for start in range(0, num_frames, self.batch_size):
             cancel_point()
             stop = min(start + self.batch_size, num_frames)
             frames = self.model.render(source, kp_driving[start:stop])
-            if frames.shape[-2:] != video.shape[-2:]:
-                frames = F.interpolate(frames.float(), size=video.shape[-2:], mode="bilinear", antialias=True)
-            video[start:stop].copy_(to_pixels(frames.float(), video.dtype), non_blocking=asynchronous)
+            with record_function("lp:pixels"):
+                if frames.shape[-2:] != video.shape[-2:]:
+                    frames = F.interpolate(
+                        frames.float(), size=video.shape[-2:], mode="bilinear", antialias=True
+                    )
+                video[start:stop].copy_(to_pixels(frames.float(), video.dtype), non_blocking=asynchronous)
+            if on_batch is not None:
+                ready = None
+                if asynchronous:
+                    ready = torch.cuda.Event()
+                    ready.record(torch.cuda.current_stream(self.model.device))
+                on_batch(video[start:stop], ready)
         if asynchronous:
             torch.cuda.current_stream(self.model.device).synchronize()
         if not phonemes:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.profiler import record_function
 
 from generation.errors import ConfigError
 from generation.liveportrait.appearance import AppearanceFeatureExtractor, ConvBnRelu2d
@@ -116,10 +117,12 @@ class LivePortrait:
         b = kp_driving.shape[0]
         feature = source.feature.expand(b, *source.feature.shape[1:])
         kp_source = source.kp_source.expand(b, -1, -1)
-        warped = self.warping(feature, kp_source, kp_driving)
-        if self.device.type == "cuda":
-            warped = warped.contiguous(memory_format=torch.channels_last)
-        return self.generator(warped)
+        with record_function("lp:W"):  # named ranges for bench/slot_gpu.py --profile (near free otherwise)
+            warped = self.warping(feature, kp_source, kp_driving)
+        with record_function("lp:G"):
+            if self.device.type == "cuda":
+                warped = warped.contiguous(memory_format=torch.channels_last)
+            return self.generator(warped)
 
 
 def _fuse_batchnorm(module: nn.Module) -> None:
