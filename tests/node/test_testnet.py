@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import json
+import random
+import signal
+import socket
 import stat
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -116,3 +123,86 @@ def test_the_cli_says_what_is_wrong_and_exits_2(tmp_path: Path) -> None:
     bad = cli("testnet", "--validators", "2", "--hosts", "my-laptop", "--out", "net", cwd=tmp_path)
     assert bad.returncode == 2 and "not an IP address" in bad.stderr
     assert not (tmp_path / "net").exists()
+
+
+def _free_base(count: int, rng: random.Random) -> int:
+    """A base port with `count` free ports above it, below Linux's ephemeral range (32768 on), so that no
+    outgoing connection's own port can take one between this check and the node's bind."""
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - count)
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+def _schedule(port: int) -> dict[int, str]:
+    """slot -> media (the certified candidate) of every committed slot a node's public face lists ({} while it is starting)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/schedule.json", timeout=5) as response:
+            data = json.loads(response.read())
+    except (OSError, http.client.HTTPException, ValueError):
+        return {}
+    return {s["slot"]: s["media"] for s in data["slots"] if s.get("committed")}
+
+
+@pytest.mark.slow
+def test_the_written_folders_start_unedited_and_the_network_commits_slots(tmp_path: Path) -> None:
+    """Issue 22's start test: 3 validators and an observer, each started unedited with the command the
+    written README's table gives (`icn-node run --config nodeK/node.toml`, from the testnet's folder),
+    commit slots and agree on them."""
+    rng = random.Random()
+    bases = [_free_base(4, rng) for _ in range(3)]
+    while any(abs(a - b) < 4 for a, b in itertools.combinations(bases, 2)):  # three disjoint ranges
+        bases = [_free_base(4, rng) for _ in range(3)]
+    made = cli(
+        "testnet", "--validators", "3", "--observers", "1", "--out", "net", "--engine", "tiny",
+        "--slot-sec", "30", "--start-in", "40", "--p2p-port", str(bases[0]), "--http-port", str(bases[1]),
+        "--public-port", str(bases[2]), cwd=tmp_path,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    manifest = json.loads((tmp_path / "net" / "testnet.json").read_text())
+    readme = (tmp_path / "net" / "README.md").read_text()
+    assert all(f"`icn-node run --config {n['node']}/node.toml`" in readme for n in manifest["nodes"])
+    procs, logs = [], []
+    for node in manifest["nodes"]:
+        folder = tmp_path / "net" / node["node"]
+        log = open(folder / "run.log", "w")  # noqa: SIM115 - handed to the process
+        logs.append(log)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "node.cli", "run", "--config", "node.toml"],
+                cwd=folder,
+                stdout=log,
+                stderr=log,
+            )  # fmt: skip
+        )
+    ports = [int(node["public"].rsplit(":", 1)[1]) for node in manifest["nodes"]]
+    try:
+        deadline, agreed = time.time() + 240, {}
+        while time.time() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(2.0)
+            views = [_schedule(port) for port in ports]
+            common = set.intersection(*(set(v) for v in views))
+            agreed = {slot: views[0][slot] for slot in common if len({v[slot] for v in views}) == 1}
+            if len(agreed) >= 2:
+                break
+        tails = "\n".join(f"{n['node']}: {(tmp_path / 'net' / n['node'] / 'run.log').read_text()[-1500:]}"
+                          for n in manifest["nodes"])  # fmt: skip
+        assert len(agreed) >= 2, tails  # every node, the observer too, holds the same two committed slots
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        codes = [p.wait(timeout=60) for p in procs]
+        for log in logs:
+            log.close()
+    assert codes == [0, 0, 0, 0]
