@@ -157,7 +157,7 @@ def _schedule(port: int) -> dict[int, str]:
 
 @pytest.mark.slow
 def test_the_written_folders_start_unedited_and_the_network_commits_slots(tmp_path: Path) -> None:
-    """Issue 22's start test: 3 validators and an observer, each started unedited with the command the
+    """Issue 22's start test: 4 validators, each started unedited with the command the
     written README's table gives (`icn-node run --config nodeK/node.toml`, from the testnet's folder),
     commit slots and agree on them."""
     rng = random.Random()
@@ -165,7 +165,7 @@ def test_the_written_folders_start_unedited_and_the_network_commits_slots(tmp_pa
     while any(abs(a - b) < 4 for a, b in itertools.combinations(bases, 2)):  # three disjoint ranges
         bases = [_free_base(4, rng) for _ in range(3)]
     made = cli(
-        "testnet", "--validators", "3", "--observers", "1", "--out", "net", "--engine", "tiny",
+        "testnet", "--validators", "4", "--out", "net", "--engine", "tiny",
         "--slot-sec", "30", "--start-in", "40", "--p2p-port", str(bases[0]), "--http-port", str(bases[1]),
         "--public-port", str(bases[2]), cwd=tmp_path,
     )  # fmt: skip
