@@ -152,6 +152,46 @@ def profile_warp(pipeline, table_path: str) -> dict:
     }
 
 
+def count_flops(pipeline) -> dict:
+    """FLOPs of each stage of one slot (torch.utils.flop_counter), every stage run in this thread: the
+    counter is a dispatch mode of the thread that enters it, and sees eager ops only (run without
+    --compile). NF4 layers count as the bf16 matmuls bitsandbytes runs after dequantising."""
+    import anyio
+    from torch.utils.flop_counter import FlopCounterMode
+
+    r = recipe(9998)
+    result = anyio.run(pipeline.generate_slot, r, 9998)  # the phonemes and buffers the stages read
+    if not result.success:
+        raise SystemExit(f"counted slot failed: {result.error_msg}")
+    s, n = pipeline.settings, result.video_frames.shape[0]
+    visual, speech = r["visual_track"], r["audio_track"]
+    stages = {
+        "actor": lambda: pipeline.registry.get_model("flux").generate(
+            visual["prompt"], visual["negative_prompt"], num_inference_steps=s.flux.num_inference_steps,
+            guidance_scale=s.flux.guidance_scale, seed=result.seed, output=pipeline.actor_buffer,
+        ),
+        "audio": lambda: pipeline.registry.get_model("kokoro").synthesize_with_timings(
+            speech["script"], speech["voice_id"], 1.0, speech["emotion"],
+            max_duration_sec=s.buffers.audio.duration_sec, output=pipeline.audio_buffer,
+        ),
+        "warp": lambda: pipeline.warp.render(
+            pipeline.actor_buffer, pipeline.video_buffer, n, phonemes=result.phonemes,
+            audio=pipeline.audio_buffer[: result.audio_waveform.numel()],
+            sample_rate=s.buffers.audio.sample_rate, fps=s.buffers.video.fps, emotion=speech["emotion"],
+            seed=result.seed or 0,
+        ),
+        "verify": lambda: pipeline.clip_ensemble.verify(pipeline.video_buffer[:n], visual["prompt"]),
+    }  # fmt: skip
+    out = {}
+    for name, stage in stages.items():
+        if name == "audio" and "kokoro" not in pipeline.registry:
+            continue
+        with FlopCounterMode(display=False) as counter:
+            stage()
+        out[name] = {"flops": counter.get_total_flops()}
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     import anyio
 
@@ -202,6 +242,7 @@ def run(args: argparse.Namespace) -> dict:
             for name, ms in times.items():
                 phases.setdefault(name, []).append(ms)
         profile = profile_warp(pipeline, args.profile) if args.profile else None
+        flops = count_flops(pipeline) if args.flops else None
     during = memory(device)
     return {
         "benchmark": "slot_gpu",
@@ -243,6 +284,7 @@ def run(args: argparse.Namespace) -> dict:
         },
         "notes": sorted(notes),
         "profile": profile,
+        "flops": flops,
     }
 
 
@@ -289,6 +331,9 @@ def main() -> None:
         help="after the measured slots, one more under torch.profiler: its kernel table to TABLE",
     )  # fmt: skip
     parser.add_argument(
+        "--flops", action="store_true", help="after the measured slots, count each stage's FLOPs (eager only)"
+    )
+    parser.add_argument(
         "--compile-cache", default=None, metavar="DIR",
         help="warp.compile_cache_dir: run twice with the same DIR to measure a cold start from warm caches",
     )  # fmt: skip
@@ -300,6 +345,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.slots < 1:
         parser.error("--slots must be at least 1")
+    if args.flops and args.compile:
+        parser.error("--flops counts eager ops: leave out --compile")
     result = run(args)
     print_table(result)
     write_json(result, args.json)
