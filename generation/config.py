@@ -210,6 +210,13 @@ class WarpSettings(_Strict):
         description="torch.compile LivePortrait's W and G on CUDA (bench/RESULTS.md: 1.7x faster on an H200; "
         "compiles at start-up and again for each new batch shape)",
     )
+    hold_frames: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="quality for time, for cards that cannot animate every frame in the slot: render every "
+        "Nth frame and hold it N frames (N times less warp work; lips and head move at 24/N fps). 1: off",
+    )
     compile_cache_dir: Path | None = Field(
         None,
         description="where torch.compile keeps its compiled kernels (sets TORCHINDUCTOR_CACHE_DIR), so a "

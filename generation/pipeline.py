@@ -273,7 +273,9 @@ class VortexPipeline:
             driving_multiplier=w.driving_multiplier,
         )
         face = FaceCheck(clip_b, w.face_threshold) if w.face_threshold > 0 else None
-        return LivePortraitWarp(model, batch_size=batch, driving=driving, face_check=face)
+        return LivePortraitWarp(
+            model, batch_size=batch, driving=driving, face_check=face, hold_frames=w.hold_frames
+        )
 
     def _allocate_buffers(self) -> None:
         b = self.settings.buffers

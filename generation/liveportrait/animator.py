@@ -69,9 +69,13 @@ class LivePortraitWarp:
         batch_size: int,
         driving: DrivingSettings = DrivingSettings(),
         face_check: FaceCheck | None = None,
+        hold_frames: int = 1,
     ) -> None:
+        if hold_frames < 1:
+            raise ValueError(f"hold_frames must be at least 1, got {hold_frames}")
         self.model = model
         self.batch_size = batch_size
+        self.hold_frames = hold_frames
         self.driving = driving
         self.face_check = face_check
 
@@ -129,16 +133,21 @@ class LivePortraitWarp:
             kp_driving = self.driving_keypoints(source, track)
         # a pinned host buffer takes each batch asynchronously while the next one renders
         asynchronous = self.model.device.type == "cuda" and video.device.type == "cpu" and video.is_pinned()
-        for start in range(0, num_frames, self.batch_size):
+        hold = self.hold_frames  # render every hold-th frame and repeat it: hold times fewer W and G runs
+        kp_rendered = kp_driving[::hold]
+        for first in range(0, kp_rendered.shape[0], self.batch_size):
             cancel_point()
-            stop = min(start + self.batch_size, num_frames)
-            frames = self.model.render(source, kp_driving[start:stop])
+            frames = self.model.render(source, kp_rendered[first : first + self.batch_size])
+            start, stop = first * hold, min((first + frames.shape[0]) * hold, num_frames)
             with record_function("lp:pixels"):
                 if frames.shape[-2:] != video.shape[-2:]:
                     frames = F.interpolate(
                         frames.float(), size=video.shape[-2:], mode="bilinear", antialias=True
                     )
-                video[start:stop].copy_(to_pixels(frames.float(), video.dtype), non_blocking=asynchronous)
+                pixels = to_pixels(frames.float(), video.dtype)
+                if hold > 1:
+                    pixels = pixels.repeat_interleave(hold, dim=0)[: stop - start]
+                video[start:stop].copy_(pixels, non_blocking=asynchronous)
             if on_batch is not None:
                 ready = None
                 if asynchronous:

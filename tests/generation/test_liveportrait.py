@@ -341,3 +341,32 @@ def test_the_still_mode_holds_the_actor_and_loads_no_liveportrait(tiny_cache: Pa
     assert result.success and result.warp_mode == "still"
     expected = (result.actor_image * 255).round().to(torch.uint8)
     assert all(torch.equal(frame, expected) for frame in result.video_frames)
+
+
+def test_hold_frames_renders_every_nth_frame_and_holds_it(tmp_path: Path) -> None:
+    """warp.hold_frames (quality for time, off by default): 4 renders 12 of 48 frames, each held for 4,
+    and the held clip is the full-rate clip's every 4th frame repeated."""
+    import anyio
+
+    from generation.pipeline import VortexPipeline
+    from tests.conftest import tiny_settings
+
+    recipe = {
+        "audio_track": {"script": "Welcome back, viewers.", "voice_id": "rick_c137"},
+        "visual_track": {"prompt": "a talking head"},
+    }
+    full = VortexPipeline(settings=tiny_settings(tmp_path / "w", warp__face_threshold=0.0))
+    held = VortexPipeline(
+        settings=tiny_settings(tmp_path / "w", warp__face_threshold=0.0, warp__hold_frames=4)
+    )
+    rendered: list[int] = []
+    render = held.warp.model.render
+    held.warp.model.render = lambda source, kp: rendered.append(kp.shape[0]) or render(source, kp)  # type: ignore[method-assign]
+    a = anyio.run(full.generate_slot, recipe, 3)
+    b = anyio.run(held.generate_slot, recipe, 3)
+    assert a.success and b.success and a.warp_mode == b.warp_mode == "liveportrait"
+    assert sum(rendered) == 12 and b.video_frames.shape == a.video_frames.shape == (48, 3, 64, 64)
+    for i in range(48):
+        assert torch.equal(b.video_frames[i], b.video_frames[i - i % 4])
+    # the same driving frames rendered in other batches: equal up to a pixel level of rounding
+    assert (b.video_frames[::4].int() - a.video_frames[::4].int()).abs().max() <= 1
