@@ -18,8 +18,7 @@ one and FFmpeg was built with it, else libx264 with its thread count set from
 the settings (the cores the machine has by default). The choice is made once
 per process, by opening the encoder on a tiny frame, and reported with its
 reason (`EncoderChoice`). For the same frames and the same choice the bytes are
-the same, streamed or not: `generation.media.encode_mp4` is this encoder fed
-all at once.
+the same, streamed or not: `encode_mp4` is this encoder fed all at once.
 """
 
 from __future__ import annotations
@@ -246,7 +245,7 @@ class StreamingEncoder:
             os.replace(self._partial, self.path)
 
 
-def encode_frames(
+def encode_mp4(
     frames: Iterable[torch.Tensor],
     audio: torch.Tensor | np.ndarray,
     path: str | Path,
@@ -256,7 +255,10 @@ def encode_frames(
     crf: int = 20,
     choice: EncoderChoice | None = None,
 ) -> tuple[int, int]:
-    """The one-shot path: every frame ((3, H, W) each) through a `StreamingEncoder`, then finish."""
+    """Encode frames (each (3, H, W)) and mono audio into an MP4 at `path`; return (frames, samples).
+
+    The one-shot path: every frame through a `StreamingEncoder`, then finish; written to a temporary
+    name and renamed when complete, so a crash never leaves a truncated file under the final name."""
     encoder: StreamingEncoder | None = None
     try:
         for frame in frames:

@@ -22,9 +22,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generation.encoder import EncoderChoice, audio_array, encode_frames
+from generation.encoder import EncoderChoice, audio_array, encode_mp4
 from generation.utils.pixels import to_pixels
 
+__all__ = [
+    "SlotMedia",
+    "encode_mp4",
+    "file_sha256",
+    "frame_hwc",
+    "slot_media",
+    "write_slot_media",
+    "write_wav",
+]
 HASH_CHUNK = 1 << 20
 
 
@@ -66,25 +75,6 @@ def file_sha256(path: str | Path) -> str:
         while chunk := fh.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def encode_mp4(
-    frames: Iterable[torch.Tensor],
-    audio: torch.Tensor | np.ndarray,
-    path: str | Path,
-    *,
-    fps: int = 24,
-    sample_rate: int = 24000,
-    crf: int = 20,
-    choice: EncoderChoice | None = None,
-) -> tuple[int, int]:
-    """Encode frames (each (3, H, W)) and mono audio into an MP4 at `path`; return (frames, samples).
-
-    Written to a temporary name and renamed when complete, so a crash never leaves a
-    truncated file under the final name. The same encoder as the streamed path
-    (`generation.encoder`), fed all at once.
-    """
-    return encode_frames(frames, audio, path, fps=fps, sample_rate=sample_rate, crf=crf, choice=choice)
 
 
 def write_slot_media(
