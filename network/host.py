@@ -208,6 +208,7 @@ async def open_host(
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(host.run(listen))
         stack.push_async_callback(quirks.close_sockets, host.get_network())  # defect 17
+        stack.callback(quirks.stop_seen_cache, pubsub)  # defect 18
         nursery = await stack.enter_async_context(trio.open_nursery())
         # Our tasks are cancelled only once pubsub and the router have stopped (exit callbacks run last
         # in, first out). Cancelling them first made the services' clean-up raise Cancelled, which

@@ -99,6 +99,12 @@ stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
    2,000-slot soak's crash-and-restart faults grew the process by about 8
    descriptors per 100 slots. `close_sockets` closes every connection and
    listener, shielded and bounded by CLOSE_SOCKETS_MAX_SEC, before the host stops.
+18. Every `Pubsub` starts a thread for its seen-messages cache (`LastSeenCache`,
+   a sweep every 60 s) that nothing stops: `Pubsub.run` ends without calling
+   the cache's `stop`. Each restarted node in a process (the soak, the
+   in-process simnet, a supervisor's restart) leaves one thread and its cache
+   behind: the third 2,000-slot soak ended with 35 of them where 5 nodes ran.
+   `stop_seen_cache` stops it when the host closes.
 """
 
 from __future__ import annotations
@@ -144,6 +150,7 @@ QUIRKS = (
     "a malformed pubsub RPC escapes the stream handler and stops the node: guarded per stream",
     "the swarm's auto-connector dials every known peer below 100 connections: its dial cycle disabled",
     "a host stopped by cancellation leaves connections and its listener open: closed, shielded, at exit",
+    "each pubsub's seen-messages cache starts a sweeper thread that nothing stops: stopped at exit",
 )
 
 OUTBOUND_QUEUE_RPCS = 1024
@@ -220,6 +227,18 @@ async def close_sockets(swarm: object) -> None:
                 await item.close()
             except Exception as exc:  # one broken socket must not keep the others open
                 log.debug("closing %s failed: %s", name, exc)
+
+
+def stop_seen_cache(pubsub: Pubsub) -> None:
+    """Defect 18: stop the sweeper thread of a stopping pubsub's seen-messages cache (returns at once:
+    the thread waits on the event `stop` sets)."""
+    cache = getattr(pubsub, "seen_messages", None)
+    stop = getattr(cache, "stop", None)
+    if stop is None:
+        raise RuntimeError(
+            f"py-libp2p {LIBP2P_VERSION}'s pubsub has no stoppable seen_messages: see defect 18"
+        )
+    stop()
 
 
 def forget_dial_failure(swarm: object, peer: ID) -> None:

@@ -122,13 +122,14 @@ class MediaStore:
     def files(self) -> list[tuple[bytes, int, float]]:
         """Every complete file: (content id, bytes, when it was stored: its mtime)."""
         out = []
-        for p in self.root.iterdir():
-            if len(p.name) == _HEX_ID_LEN:
-                try:
-                    st = p.stat()
-                except FileNotFoundError:  # removed meanwhile
-                    continue
-                out.append((bytes.fromhex(p.name), st.st_size, st.st_mtime))
+        with os.scandir(self.root) as entries:  # the walk retention repeats: no Path object per file
+            for entry in entries:
+                if len(entry.name) == _HEX_ID_LEN:
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:  # removed meanwhile
+                        continue
+                    out.append((bytes.fromhex(entry.name), st.st_size, st.st_mtime))
         return out
 
     def remove(self, cid: bytes) -> None:

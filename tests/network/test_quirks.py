@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -291,3 +292,19 @@ async def test_17_a_cancelled_host_closes_every_connection_and_its_listener() ->
         await wait_for(lambda: sockets_left() == sockets_of_live_hosts(), timeout=5)
         assert not a.is_connected(c.peer_id) and not b.is_connected(c.peer_id)
         assert a.is_connected(b.peer_id)
+
+
+def _seen_cache_sweepers() -> int:
+    return sum(1 for t in threading.enumerate() if "_background_cleanup" in t.name)
+
+
+async def test_18_a_closed_host_stops_its_seen_cache_thread() -> None:
+    """Defect 18: every pubsub starts a sweeper thread for its seen-messages cache; a host that closes,
+    killed or not, must not leave it behind (a restarted node would add one each time)."""
+    before = _seen_cache_sweepers()
+    for _ in range(3):
+        async with swarm(2, topology=[]) as sw:
+            assert _seen_cache_sweepers() == before + 2  # one a running host
+            sw.kill(1)
+            await wait_for(lambda: _seen_cache_sweepers() == before + 1, timeout=5)
+    assert _seen_cache_sweepers() == before
