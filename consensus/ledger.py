@@ -104,6 +104,7 @@ class Ledger:
         self.recent: dict[int, Certificate] = {}  # the newest keep_slots slots' certificates
         self.head: int | None = None  # the newest slot with a certificate
         self._with_evidence: dict[int, Certificate] = {}  # every applied one that carries evidence
+        self._bars: dict[int, frozenset[bytes]] = {}  # evidence certificate's slot -> the signers it bars
         self.seed = sha256(
             b"icn-genesis-beacon" + genesis.seed + self.chain_id
         )  # named when it was the first of many beacons
@@ -140,13 +141,21 @@ class Ledger:
         horizon = slot - self.genesis.evidence_lag
         out: set[bytes] = set()
         for s, cert in self._with_evidence.items():
-            if s > horizon:
-                continue
-            for data in cert.value.evidence:
-                ev = decode_relevant(data, self.chain_id, cert.slot, self.directors)
-                if ev is not None:
-                    out.add(ev.signer)
+            if s <= horizon:
+                out |= self._barred_by(cert)
         return out
+
+    def _barred_by(self, cert: Certificate) -> frozenset[bytes]:
+        """The signers one evidence-carrying certificate bars, decoded and verified once (until evidence
+        at or before its slot is applied, which may change the elections its relevance reads)."""
+        bars = self._bars.get(cert.slot)
+        if bars is None:
+            found = (
+                decode_relevant(data, self.chain_id, cert.slot, self.directors)
+                for data in cert.value.evidence
+            )
+            bars = self._bars[cert.slot] = frozenset(ev.signer for ev in found if ev is not None)
+        return bars
 
     def directors(self, slot: int) -> tuple[bytes, ...]:
         """The slot's directors, in election (and proposer) order.
@@ -212,6 +221,8 @@ class Ledger:
     def _add_evidence(self, cert: Certificate) -> None:
         """Keep an evidence-carrying certificate; forget the elections it can change."""
         self._with_evidence[cert.slot] = cert
+        for s in [s for s in self._bars if s >= cert.slot]:
+            del self._bars[s]
         for s in [s for s in self._directors if s - self.genesis.evidence_lag >= cert.slot]:
             del self._directors[s]
 
@@ -240,6 +251,7 @@ class Ledger:
         except LedgerError:
             self._with_evidence.clear()  # as empty as before: the caller may replay from genesis instead
             self._directors.clear()
+            self._bars.clear()
             raise
 
     def _load_evidence(self, checkpoint: Checkpoint) -> None:

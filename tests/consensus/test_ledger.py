@@ -182,6 +182,29 @@ def test_barred_reads_every_old_certificate_and_skips_bad_evidence() -> None:
     assert culprit in ledger.barred(5)
 
 
+def test_each_evidence_certificate_is_verified_once_until_older_evidence_arrives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """barred() runs at every election: its work must not grow with each call (issue 20), so it decodes
+    and verifies an evidence certificate once; evidence applied at or before that certificate's slot
+    (catch-up filling an old gap) may change what it bars, and makes it read again."""
+    import consensus.ledger as ledger_module
+
+    ledger = Ledger(genesis())
+    culprit, evidence = _equivocation(ledger, 30, 0)
+    ledger.apply(certify(ledger, 31, Value(sha256(b"m31"), None, (evidence,))))
+    reads: list[int] = []
+    decode = ledger_module.decode_relevant
+    monkeypatch.setattr(
+        ledger_module, "decode_relevant", lambda data, *a: reads.append(1) or decode(data, *a)
+    )
+    assert all(culprit in ledger.barred(s) for s in range(40, 60)) and len(reads) == 1
+    other, older = _equivocation(ledger, 10, 1)
+    ledger.apply(certify(ledger, 11, Value(sha256(b"m11"), None, (older,))))
+    assert {culprit, other} <= ledger.barred(60) and len(reads) == 3  # both read (again)
+    assert ledger.barred(61) == ledger.barred(60) and len(reads) == 3
+
+
 def _equivocation(ledger: Ledger, slot: int, seat: int) -> tuple[bytes, bytes]:
     """A director of `slot` signing two prevotes there: (its key, the evidence)."""
     culprit = ledger.directors(slot)[seat]
