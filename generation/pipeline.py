@@ -30,7 +30,7 @@ import anyio.lowlevel
 import torch
 
 from generation.config import GenerationSettings
-from generation.encoder import StreamingEncoder, choose_encoder
+from generation.encoder import EncodeError, StreamingEncoder, choose_encoder
 from generation.errors import ConfigError, StageError, VortexError, WeightsError
 from generation.liveportrait.animator import (
     DrivingSettings,
@@ -136,6 +136,7 @@ class VortexPipeline:
         self.plugins = PluginHost.from_config(settings=s)
         self._load_models()
         self._allocate_buffers()
+        self._check_encoder()
         self.cold_start_sec = time.perf_counter() - started
         self._slot_lock: anyio.Lock | None = None
         self._slot_lock_loop: object = None
@@ -276,6 +277,22 @@ class VortexPipeline:
         return LivePortraitWarp(
             model, batch_size=batch, driving=driving, face_check=face, hold_frames=w.hold_frames
         )
+
+    def _check_encoder(self) -> None:
+        """Refuse at start, not at every slot, an encode the settings ask for and this machine cannot do."""
+        v = self.settings.buffers.video
+        if v.width % 2 or v.height % 2:
+            raise ConfigError(f"buffers.video is {v.width}x{v.height}: H.264 needs even frame sizes")
+        try:
+            import av  # noqa: F401 - PyAV encodes; an engine without it can still generate frames
+        except ImportError:
+            logger.warning("PyAV is not installed: generate_slot(encode_to=...) will fail")
+            return
+        try:
+            choice = choose_encoder(self.settings.encode.codec, self.settings.encode.threads)
+        except EncodeError as exc:
+            raise ConfigError(str(exc)) from None
+        logger.info("encoder: %s", choice.describe())
 
     def _allocate_buffers(self) -> None:
         b = self.settings.buffers

@@ -145,3 +145,12 @@ def test_the_choice_is_reported_with_its_reason() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(EncodeError, match="h264_nvenc"):
             choose_encoder("h264_nvenc", 0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine may have NVENC")
+def test_an_encoder_the_machine_lacks_is_refused_when_the_engine_starts(tmp_path: Path) -> None:
+    from generation.errors import ConfigError
+    from generation.pipeline import VortexPipeline
+
+    with pytest.raises(ConfigError, match="h264_nvenc"):
+        VortexPipeline(settings=tiny_settings(tmp_path / "weights", encode__codec="h264_nvenc"))
