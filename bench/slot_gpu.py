@@ -104,28 +104,40 @@ def encoder_choice(settings) -> str | None:
     return choose_encoder(settings.encode.codec, settings.encode.threads).describe()
 
 
+def fill_buffers(pipeline, slot_recipe: dict, slot: int):
+    """Generate one slot, so that the actor and audio buffers and the phonemes a lone stage reads are set."""
+    import anyio
+
+    result = anyio.run(pipeline.generate_slot, slot_recipe, slot)
+    if not result.success:
+        raise SystemExit(f"slot {slot} failed: {result.error_msg}")
+    return result
+
+
+def render_warp(pipeline, result, emotion: str) -> None:
+    """The warp stage of `result`'s slot again, in this thread, from the buffers `fill_buffers` left."""
+    s = pipeline.settings
+    pipeline.warp.render(
+        pipeline.actor_buffer, pipeline.video_buffer, result.video_frames.shape[0],
+        phonemes=result.phonemes, audio=pipeline.audio_buffer[: result.audio_waveform.numel()],
+        sample_rate=s.buffers.audio.sample_rate, fps=s.buffers.video.fps, emotion=emotion,
+        seed=result.seed or 0,
+    )  # fmt: skip
+
+
 def profile_warp(pipeline, table_path: str) -> dict:
     """The warp stage of one more slot under torch.profiler, in this thread (the profiler sees only the
     thread that starts it; the pipeline runs its stages in worker threads): the top kernels by device
     time to `table_path`, and the stage's named ranges (driving, source, W, G, pixels)."""
-    import anyio
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    result = anyio.run(pipeline.generate_slot, recipe(9999), 9999)  # fills the actor and audio buffers
-    if not result.success:
-        raise SystemExit(f"profiled slot failed: {result.error_msg}")
-    s = pipeline.settings
+    result = fill_buffers(pipeline, recipe(9999), 9999)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     sync()
     started = time.perf_counter()
     with profile(activities=activities) as prof, record_function("warp"):
-        pipeline.warp.render(
-            pipeline.actor_buffer, pipeline.video_buffer, result.video_frames.shape[0],
-            phonemes=result.phonemes, audio=pipeline.audio_buffer[: result.audio_waveform.numel()],
-            sample_rate=s.buffers.audio.sample_rate, fps=s.buffers.video.fps, emotion="excited",
-            seed=result.seed or 0,
-        )  # fmt: skip
+        render_warp(pipeline, result, "excited")
         sync()
     wall_ms = (time.perf_counter() - started) * 1000
     events = prof.key_averages()
@@ -156,13 +168,10 @@ def count_flops(pipeline) -> dict:
     """FLOPs of each stage of one slot (torch.utils.flop_counter), every stage run in this thread: the
     counter is a dispatch mode of the thread that enters it, and sees eager ops only (run without
     --compile). NF4 layers count as the bf16 matmuls bitsandbytes runs after dequantising."""
-    import anyio
     from torch.utils.flop_counter import FlopCounterMode
 
     r = recipe(9998)
-    result = anyio.run(pipeline.generate_slot, r, 9998)  # the phonemes and buffers the stages read
-    if not result.success:
-        raise SystemExit(f"counted slot failed: {result.error_msg}")
+    result = fill_buffers(pipeline, r, 9998)
     s, n = pipeline.settings, result.video_frames.shape[0]
     visual, speech = r["visual_track"], r["audio_track"]
     stages = {
@@ -174,12 +183,7 @@ def count_flops(pipeline) -> dict:
             speech["script"], speech["voice_id"], 1.0, speech["emotion"],
             max_duration_sec=s.buffers.audio.duration_sec, output=pipeline.audio_buffer,
         ),
-        "warp": lambda: pipeline.warp.render(
-            pipeline.actor_buffer, pipeline.video_buffer, n, phonemes=result.phonemes,
-            audio=pipeline.audio_buffer[: result.audio_waveform.numel()],
-            sample_rate=s.buffers.audio.sample_rate, fps=s.buffers.video.fps, emotion=speech["emotion"],
-            seed=result.seed or 0,
-        ),
+        "warp": lambda: render_warp(pipeline, result, speech["emotion"]),
         "verify": lambda: pipeline.clip_ensemble.verify(pipeline.video_buffer[:n], visual["prompt"]),
     }  # fmt: skip
     out = {}

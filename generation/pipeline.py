@@ -528,9 +528,9 @@ class VortexPipeline:
         verification: VerificationResult = await self._stage(
             clock, "verify", self.clip_ensemble.verify, frames, recipe.visual_track.prompt
         )
+        audio = self.audio_buffer[:audio_samples].to("cpu", copy=True)
         media = None
         if encoder is not None:
-            audio = self.audio_buffer[:audio_samples].to("cpu", copy=True)
             fps, rate = s.buffers.video.fps, s.buffers.audio.sample_rate
 
             def finish() -> SlotMedia:
@@ -540,7 +540,7 @@ class VortexPipeline:
             media = await self._stage(clock, "encode", finish)
         return GenerationResult(
             video_frames=frames.to("cpu", copy=True),
-            audio_waveform=self.audio_buffer[:audio_samples].to("cpu", copy=True),
+            audio_waveform=audio,
             clip_embedding=verification.combined_embedding(),
             generation_time_ms=(time.perf_counter() - started) * 1000.0,
             slot_id=slot_id,
@@ -603,7 +603,6 @@ class VortexPipeline:
     async def _stage(self, clock: _StageClock, name: str, fn: Callable[..., T], *args: Any) -> T:
         """Check memory, then run `fn` in a worker thread, timed under `name`; errors become `StageError`."""
         self.vram_monitor.check(name)
-
         with clock.track(name):
             try:
                 return await anyio.to_thread.run_sync(fn, *args)
