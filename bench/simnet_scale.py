@@ -5,10 +5,13 @@ slot, the default simnet slot of 8 s), run 3 slots and record whether 3
 consecutive slots committed with every invariant kept, the wall time, peak
 memory per node process (RSS, and PSS: the proportional share, since the
 torch/CUDA libraries' pages are shared between the processes), and CPU seconds
-per node. Sizes are tried in order; the run stops at the first failure or when
-the next size would not fit in memory.
+per node, and the start-up: from the harness's start to the genesis (every
+engine loaded; with `--ray`, starting the local Ray instance too). Sizes are
+tried in order; the run stops at the first failure or when the next size would
+not fit in memory.
 
     python bench/simnet_scale.py --sizes 5 10 15 20 25
+    python bench/simnet_scale.py --ray --sizes 5 10 15 20 25   # each node a Ray actor, local Ray
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ def main() -> None:
     parser.add_argument("--slot-sec", type=float, default=Scenario.model_fields["slot_sec"].default)
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "icn" / "tiny"))
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "simnet_scale.json"))
+    parser.add_argument("--ray", action="store_true", help="the Ray backend on a new local instance per size")
     args = parser.parse_args()
     rows, pss_per_node = [], 0.0
     for n in args.sizes:
@@ -67,8 +71,14 @@ def main() -> None:
             {"name": f"scale-{n}", "nodes": n, "slots": args.slots, "slot_sec": args.slot_sec}
         )
         with tempfile.TemporaryDirectory(prefix=f"simnet-scale-{n}-") as out:
-            result = Harness(sc, Path(out), cache_dir=Path(args.cache_dir)).run()
+            backend = None
+            if args.ray:
+                from simnet.ray_nodes import RayNodes
+
+                backend = RayNodes(None, cache_dir=args.cache_dir)
+            result = Harness(sc, Path(out), cache_dir=Path(args.cache_dir), backend=backend).run()
             report = build_report(result)
+        genesis = next(e["t"] for e in result.events if e["event"] == "genesis")
         nodes = report.nodes
         pss_per_node = max(x["peak_pss_mb"] for x in nodes)
         row = {
@@ -76,6 +86,7 @@ def main() -> None:
             "consecutive_committed": consecutive_committed(report),
             "invariants_ok": report.ok,
             "wall_sec": report.wall_sec,
+            "startup_sec": round(genesis - result.started_at, 1),
             "peak_rss_mb_per_node": max(x["peak_rss_mb"] for x in nodes),
             "peak_pss_mb_per_node": pss_per_node,
             "peak_pss_mb_total": round(sum(x["peak_pss_mb"] for x in nodes), 1),
@@ -86,7 +97,7 @@ def main() -> None:
         rows.append(row)
         print(
             f"{n:>3} nodes: {row['consecutive_committed']} consecutive slots committed, invariants "
-            f"{'ok' if report.ok else 'BROKEN'}, wall {row['wall_sec']:.0f} s, peak per node RSS "
+            f"{'ok' if report.ok else 'BROKEN'}, wall {row['wall_sec']:.0f} s (start-up {row['startup_sec']:.0f} s), peak per node RSS "
             f"{row['peak_rss_mb_per_node']:.0f} MB / PSS {pss_per_node:.0f} MB (total PSS {row['peak_pss_mb_total']:.0f} MB), "
             f"CPU {row['cpu_sec_per_node']:.0f} s per node"
         )

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 current_slot: contextvars.ContextVar[int | None] = contextvars.ContextVar("slot", default=None)
 current_phase: contextvars.ContextVar[str] = contextvars.ContextVar("phase", default="-")
@@ -57,16 +58,21 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s node=%(node)s slot=%(slot)s phase=%(phase)s %(name)s: %(message)s"
 
 
-def configure(fmt: str = "text", level: str = "INFO") -> None:
-    """Install the context filter and formatter on the root logger (idempotent)."""
+def configure(fmt: str = "text", level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Install the context filter and formatter on the root logger (idempotent).
+
+    `stream` (default stderr) is where the lines go: a process that hosts a node beside other
+    work (the simnet's Ray actor) gives the node's own log file."""
     root = logging.getLogger()
     root.setLevel(level)
     handler = next((h for h in root.handlers if getattr(h, "_icn", False)), None)
     if handler is None:
-        handler = logging.StreamHandler()
+        handler = logging.StreamHandler(stream)
         handler._icn = True  # type: ignore[attr-defined]
         handler.addFilter(ContextFilter())
         root.addHandler(handler)
+    elif stream is not None and isinstance(handler, logging.StreamHandler):
+        handler.setStream(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     logging.Formatter.converter = time.gmtime
     # py-libp2p logs expected events (a dial to a peer still starting, a refused GRAFT) as

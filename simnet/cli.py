@@ -22,6 +22,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", help="folder for node files, logs and the report (default: a new temporary folder)"
     )
     parser.add_argument("--cache-dir", help="where the tiny model weights are built once and shared")
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run each node as a Ray actor: on a new Ray instance on this machine, or on the cluster "
+        "at ADDRESS ('auto': the one this machine joined with `ray start`); needs the [cluster] extra",
+    )
+    parser.add_argument(
+        "--ray-cpus-per-node",
+        type=float,
+        default=0.0,
+        help="CPUs Ray reserves for each node actor (default 0: nodes are spread over the machines "
+        "without reserving, as the process backend packs them onto this one)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +53,17 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"simnet {scenario.name}: {scenario.nodes} nodes, {scenario.slots} slots of {scenario.slot_sec:g} s; files in {out}"
     )
-    harness = Harness(scenario, out, cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+    backend = None
+    if args.ray is not None:
+        try:
+            from simnet.ray_nodes import RayNodes
+        except ImportError as exc:
+            print(f'error: --ray needs Ray: pip install -e ".[cluster]" ({exc})', file=sys.stderr)
+            return 2
+        backend = RayNodes(args.ray or None, cache_dir=args.cache_dir, cpus_per_node=args.ray_cpus_per_node)
+    harness = Harness(
+        scenario, out, cache_dir=Path(args.cache_dir) if args.cache_dir else None, backend=backend
+    )
     try:
         result = harness.run()
     except KeyboardInterrupt:

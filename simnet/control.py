@@ -35,6 +35,22 @@ def read_links(path: Path) -> dict[str, LinkFault]:
     return {peer: LinkFault(**fault) for peer, fault in data.get("links", {}).items()}
 
 
+def apply(plan: FaultPlan, me: ID, links: dict[str, LinkFault], applied: set[str]) -> set[str]:
+    """Make `plan` hold exactly `links` (healing the links in `applied` that are gone); return the new set."""
+    for peer in applied - set(links):
+        plan.set_link(me, ID.from_base58(peer), delay_sec=0.0, loss=0.0, partitioned=False)
+    for peer, fault in links.items():
+        plan.set_link(
+            me,
+            ID.from_base58(peer),
+            delay_sec=fault.delay_sec,
+            loss=fault.loss,
+            partitioned=fault.partitioned,
+        )
+    log.info("link faults now: %s", {p[-6:]: f for p, f in links.items()})
+    return set(links)
+
+
 async def follow(path: Path, plan: FaultPlan, me: ID, interval: float = 0.1) -> None:
     """Keep `plan` equal to the control file, for as long as the node runs."""
     seen: float | None = None
@@ -47,21 +63,7 @@ async def follow(path: Path, plan: FaultPlan, me: ID, interval: float = 0.1) -> 
         if mtime != seen:
             seen = mtime
             try:
-                links = read_links(path)
+                applied = apply(plan, me, read_links(path), applied)
             except (ValueError, TypeError) as exc:
                 log.error("control file %s unreadable: %s", path, exc)
-                links = None
-            if links is not None:
-                for peer in applied - set(links):
-                    plan.set_link(me, ID.from_base58(peer), delay_sec=0.0, loss=0.0, partitioned=False)
-                for peer, fault in links.items():
-                    plan.set_link(
-                        me,
-                        ID.from_base58(peer),
-                        delay_sec=fault.delay_sec,
-                        loss=fault.loss,
-                        partitioned=fault.partitioned,
-                    )
-                applied = set(links)
-                log.info("link faults now: %s", {p[-6:]: f for p, f in links.items()})
         await trio.sleep(interval)

@@ -1,26 +1,23 @@
-"""Run a scenario: start one OS process per node, play the fault timeline, stop everything, collect.
+"""Run a scenario: start every node, play the fault timeline, stop everything, collect.
 
-The harness is the only owner of the processes it starts: whatever happens
-(an exception, Ctrl-C, a failed assertion in a caller), `run` ends with every
-process it started stopped: SIGCONT for paused ones, SIGINT for a clean
-shutdown, SIGKILL for any that outlive the grace period.
+Where the nodes run is a `Backend`: OS processes on this machine
+(`simnet.processes`, the default) or Ray actors on a cluster
+(`simnet.ray_nodes`). The harness owns the timeline and the record of each
+node; the backend owns the processes. Whatever happens (an exception,
+Ctrl-C, a failed assertion in a caller), `run` ends with every node stopped:
+paused ones resumed, a clean shutdown asked, a kill for any that outlive the
+grace period, and the nodes' files brought back for the report.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from simnet import control
-from simnet.layout import Layout, build, set_genesis
+from simnet.layout import Layout, set_genesis
 from simnet.scenario import FaultEvent, RecipeSubmission, Scenario
 
 log = logging.getLogger(__name__)
@@ -36,9 +33,10 @@ def stop_grace(n: int) -> float:
 
 @dataclass
 class NodeProcess:
+    """What the run did to one node and what it cost, whichever backend ran it."""
+
     index: int
     behaviour: str | None
-    proc: subprocess.Popen | None = None
     starts: int = 0
     killed_by_scenario: bool = False
     paused: bool = False
@@ -55,13 +53,70 @@ class RunResult:
     started_at: float
     ended_at: float
     events: list[dict]
+    backend: str = "process"
+
+
+class Backend(Protocol):
+    """Where the nodes run. Every method returns promptly: starting a node queues its engine load."""
+
+    name: str
+
+    def prepare(self, scenario: Scenario, out: Path) -> Layout:
+        """Place the nodes, and write their keys and configs under `out` (genesis not yet fixed)."""
+        ...
+
+    def start(self, p: NodeProcess) -> None:
+        """Start node `p` (again, after a kill): it loads its engine, then runs once released."""
+        ...
+
+    def loading(self) -> bool:
+        """True while an engine is still loading; raises when a node died doing so."""
+        ...
+
+    def release(self, genesis: float) -> None:
+        """The genesis is fixed in every config: every loaded node starts its host."""
+        ...
+
+    def kill(self, p: NodeProcess) -> None:
+        """Kill node `p` at once (a crash, as SIGKILL) and record its exit code."""
+        ...
+
+    def pause(self, p: NodeProcess, paused: bool) -> None: ...
+
+    def set_links(self, index: int, links: dict[str, dict]) -> None:
+        """Node `index`'s link faults, by peer id, from now on (also across its restarts)."""
+        ...
+
+    def submit(self, index: int, body: bytes) -> bool: ...
+
+    def sample(self, processes: list[NodeProcess]) -> None:
+        """Raise each live node's peak memory and set its CPU time."""
+        ...
+
+    def stop(self, processes: list[NodeProcess], grace: float) -> list[tuple[int, str, dict]]:
+        """Stop every node (clean shutdown, kill after `grace`), record exit codes; say what happened."""
+        ...
+
+    def collect(self) -> None:
+        """Bring the nodes' logs and databases into the output folder, for the report."""
+        ...
 
 
 class Harness:
-    def __init__(self, scenario: Scenario, out_dir: Path, *, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        out_dir: Path,
+        *,
+        cache_dir: Path | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        from simnet.processes import Processes
+
         self.scenario = scenario
         self.out = Path(out_dir)
         self.cache_dir = cache_dir or Path.home() / ".cache" / "icn" / "tiny"
+        self.backend: Backend = backend or Processes(self.cache_dir)
         self.procs = [NodeProcess(i, scenario.byzantine.get(i)) for i in range(scenario.nodes)]
         self.links: dict[tuple[int, int], dict] = {}
         self.events: list[dict] = []
@@ -71,17 +126,17 @@ class Harness:
     def run(self) -> RunResult:
         sc = self.scenario
         started = time.time()
-        self.layout = build(sc, self.out, 0.0, self.cache_dir)
         try:
+            self.layout = self.backend.prepare(sc, self.out)
             for p in self.procs:
                 self._start(p)
             self._wait_for_engines()
             genesis = time.time() + GENESIS_DELAY_SEC
             set_genesis(self.layout, genesis)
-            for files in self.layout.nodes:
-                files.go.write_text(str(genesis))
+            self.backend.release(genesis)
             self._event("genesis", list(range(sc.nodes)), genesis_time=round(genesis, 3))
-            viewer = f"http://127.0.0.1:{self.layout.nodes[0].public_port}/"
+            first = self.layout.nodes[0]
+            viewer = f"http://{first.host}:{first.public_port}/"
             print(f"watch the channel while it runs: {viewer} (node 0's viewer)", flush=True)
             timeline = sorted(
                 [(genesis + f.at_slot * sc.slot_sec, "fault", f) for f in sc.faults]
@@ -95,112 +150,54 @@ class Harness:
                 self._fault(what) if kind == "fault" else self._submit(what)
             self._wait_until(end)
         finally:
-            self._stop_all()
-        return RunResult(self.layout, self.procs, started, time.time(), self.events)
+            if self.layout is not None:
+                self._stop_all()
+                self.backend.collect()
+        assert self.layout is not None
+        return RunResult(self.layout, self.procs, started, time.time(), self.events, self.backend.name)
 
     def _wait_for_engines(self) -> None:
         deadline = time.time() + ENGINE_READY_TIMEOUT_SEC
-        while not all(f.engine_ready.exists() for f in self.layout.nodes):
-            dead = [p.index for p in self.procs if p.proc is not None and p.proc.poll() is not None]
-            if dead:
-                raise RuntimeError(
-                    f"node processes {dead} exited while loading their engines (see their logs)"
-                )
+        while self.backend.loading():
             if time.time() > deadline:
                 raise RuntimeError(f"node engines not ready after {ENGINE_READY_TIMEOUT_SEC:.0f} s")
-            self._sample()
+            self.backend.sample(self.procs)
             time.sleep(0.2)
 
     def _wait_until(self, t: float) -> None:
         while (left := t - time.time()) > 0:
-            self._sample()
+            self.backend.sample(self.procs)
             time.sleep(min(left, 0.5))
 
-    def _sample(self) -> None:
-        """Track each live process's peak memory (RSS and proportional share) and CPU time."""
-        for p in self.procs:
-            if p.proc is None or p.proc.poll() is not None:
-                continue
-            try:
-                rollup = Path(f"/proc/{p.proc.pid}/smaps_rollup").read_text()
-                fields = {
-                    ln.split(":")[0]: int(ln.split()[1])
-                    for ln in rollup.splitlines()[1:]
-                    if ln.endswith("kB")
-                }
-                p.peak_rss_mb = max(p.peak_rss_mb, fields.get("Rss", 0) / 1024)
-                p.peak_pss_mb = max(p.peak_pss_mb, fields.get("Pss", 0) / 1024)
-                stat = Path(f"/proc/{p.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                p.cpu_sec = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-            except (OSError, ValueError, IndexError):
-                continue
-
-    # -- processes ----------------------------------------------------------------------------------------
+    # -- nodes ------------------------------------------------------------------------------------------
     def _start(self, p: NodeProcess) -> None:
-        files = self.layout.nodes[p.index]
-        args = [sys.executable, "-m", "simnet.worker", str(files.config), "--control", str(files.control)]
-        if p.behaviour:
-            args += ["--behaviour", p.behaviour]
-        env = {
-            **os.environ,
-            "OMP_NUM_THREADS": "1",
-            "MKL_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false",
-        }
-        log_file = open(files.config.with_name(f"log-{p.starts}.jsonl"), "w")  # noqa: SIM115 - owned by the process
-        p.proc = subprocess.Popen(
-            args, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        log_file.close()
+        self.backend.start(p)
         p.starts += 1
         p.killed_by_scenario = False
         self._event("start", [p.index])
 
-    def _signal(self, p: NodeProcess, sig: signal.Signals) -> None:
-        if p.proc is not None and p.proc.poll() is None:
-            os.kill(p.proc.pid, sig)
-
     def _stop_all(self) -> None:
+        grace = stop_grace(len(self.procs))
+        self._event("stop", [p.index for p in self.procs], grace_sec=grace)
+        for index, what, extra in self.backend.stop(self.procs, grace):
+            self._event(what, [index], **extra)
         for p in self.procs:
-            if p.paused:
-                self._signal(p, signal.SIGCONT)
-                p.paused = False
-            self._signal(p, signal.SIGINT)
-        stopped_at = time.time()
-        deadline = stopped_at + stop_grace(len(self.procs))
-        self._event("stop", [p.index for p in self.procs], grace_sec=stop_grace(len(self.procs)))
-        for p in self.procs:
-            if p.proc is None:
-                continue
-            try:
-                p.proc.wait(timeout=max(0.1, deadline - time.time()))
-                self._event(
-                    "exited", [p.index], code=p.proc.returncode, after_sec=round(time.time() - stopped_at, 2)
-                )
-            except subprocess.TimeoutExpired:
-                self._signal(p, signal.SIGKILL)
-                p.proc.wait()
-                self._event("killed after the grace period", [p.index])
-            p.exit_codes.append(p.proc.returncode)
+            p.paused = False
 
     # -- the timeline -----------------------------------------------------------------------------------
     def _fault(self, f: FaultEvent) -> None:
         peers = f.peers or tuple(i for i in range(self.scenario.nodes) if i not in f.nodes)
         if f.action == "crash":
             for i in f.nodes:
-                p = self.procs[i]
-                self._signal(p, signal.SIGKILL)
-                if p.proc is not None:
-                    p.proc.wait()
-                    p.exit_codes.append(p.proc.returncode)
-                p.killed_by_scenario = True
+                self.backend.kill(self.procs[i])
+                self.procs[i].killed_by_scenario = True
         elif f.action == "restart":
             for i in f.nodes:
                 self._start(self.procs[i])
         elif f.action in ("pause", "resume"):
             for i in f.nodes:
-                self._signal(self.procs[i], signal.SIGSTOP if f.action == "pause" else signal.SIGCONT)
                 self.procs[i].paused = f.action == "pause"
+                self.backend.pause(self.procs[i], self.procs[i].paused)
         elif f.action == "heal":
             for key, link in self.links.items():
                 if key[0] in f.nodes or key[1] in f.nodes:
@@ -224,6 +221,7 @@ class Harness:
         )
 
     def _write_controls(self) -> None:
+        assert self.layout is not None
         nodes = self.layout.nodes
         for files in nodes:
             links = {}
@@ -231,22 +229,13 @@ class Harness:
                 if files.index in (a, b):
                     other = b if files.index == a else a
                     links[nodes[other].peer_id] = dict(link)
-            control.write_links(files.control, links)
+            self.backend.set_links(files.index, links)
 
     def _submit(self, r: RecipeSubmission) -> None:
-        body = json.dumps(
-            {
-                "audio_track": {"script": r.script, "voice_id": r.voice_id},
-                "visual_track": {"prompt": r.prompt},
-            }
-        ).encode()
-        url = f"http://127.0.0.1:{self.layout.nodes[r.node].http_port}/recipes"
+        from simnet.processes import recipe_body
+
         try:
-            req = urllib.request.Request(
-                url, data=body, method="POST", headers={"Content-Type": "application/json"}
-            )
-            with urllib.request.urlopen(req, timeout=5) as response:
-                ok = response.status == 202
+            ok = self.backend.submit(r.node, recipe_body(r.script, r.voice_id, r.prompt))
         except OSError as exc:
             log.warning("recipe submission to node %d failed: %s", r.node, exc)
             ok = False

@@ -30,10 +30,10 @@ def identity(scenario: Scenario, i: int) -> Identity:
     return Identity(hashlib.sha256(b"simnet/%d/%d" % (scenario.seed, i)).digest())
 
 
-def free_ports(n: int) -> list[int]:
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
     ports = [s.getsockname()[1] for s in socks]
     for s in socks:
         s.close()
@@ -49,6 +49,21 @@ def engine_settings(cache_dir: Path) -> dict:
     return data
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a node listens: its machine's address and three ports free there (p2p, operator, public)."""
+
+    host: str
+    p2p_port: int
+    http_port: int
+    public_port: int
+
+
+def local_endpoints(n: int) -> list[Endpoint]:
+    p2p, http, public = free_ports(n), free_ports(n), free_ports(n)
+    return [Endpoint("127.0.0.1", p2p[i], http[i], public[i]) for i in range(n)]
+
+
 @dataclass
 class NodeFiles:
     index: int
@@ -60,6 +75,7 @@ class NodeFiles:
     http_port: int
     public_port: int  # the viewer, playlist and media
     table: dict
+    host: str = "127.0.0.1"  # the machine's address its peers dial; the operator face stays on loopback
 
     @property
     def go(self) -> Path:
@@ -88,11 +104,21 @@ def bootstrap_of(i: int, n: int) -> list[int]:
     return sorted({(i + k) % n for k in (1, 2, 3)} - {i})
 
 
-def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) -> Layout:
+def build(
+    scenario: Scenario,
+    root: Path,
+    genesis_time: float,
+    cache_dir: Path,
+    endpoints: list[Endpoint] | None = None,
+) -> Layout:
+    """Write every node's files under `root`. `endpoints` (default: free loopback ports here) are
+    where each node listens: a backend that places nodes on other machines passes theirs."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "engine.yaml").write_text(yaml.safe_dump(engine_settings(cache_dir)))
     n = scenario.nodes
-    p2p, http, public = free_ports(n), free_ports(n), free_ports(n)
+    ends = endpoints if endpoints is not None else local_endpoints(n)
+    if len(ends) != n:
+        raise ValueError(f"{len(ends)} endpoints for {n} nodes")
     ids = [identity(scenario, i) for i in range(n)]
     regions = max(3, -(-scenario.directors_per_slot // 2))  # enough regions for the 2-per-region cap
     validators = [
@@ -111,12 +137,12 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
             "node": {
                 "key_file": "node.key",
                 "storage_dir": "data",
-                "http_addr": f"127.0.0.1:{http[i]}",
+                "http_addr": f"127.0.0.1:{ends[i].http_port}",
                 "generation_config": "../engine.yaml",
                 "log_format": "json",
             },
             # the face in each node's process: a second process per node would halve how many nodes fit
-            "http": {"public_addr": f"127.0.0.1:{public[i]}", "public_process": False},
+            "http": {"public_addr": f"{ends[i].host}:{ends[i].public_port}", "public_process": False},
             "chain": {
                 "genesis_time": genesis_time,
                 "seed": f"simnet-{scenario.name}-{scenario.seed}",
@@ -135,9 +161,10 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
                 "require_self_check": False,  # tiny CLIP has random weights: its verdict means nothing
             },
             "network": {
-                "listen": [f"/ip4/127.0.0.1/tcp/{p2p[i]}"],
+                "listen": [f"/ip4/{ends[i].host}/tcp/{ends[i].p2p_port}"],
                 "bootstrap": [
-                    f"/ip4/127.0.0.1/tcp/{p2p[j]}/p2p/{ids[j].peer_id}" for j in bootstrap_of(i, n)
+                    f"/ip4/{ends[j].host}/tcp/{ends[j].p2p_port}/p2p/{ids[j].peer_id}"
+                    for j in bootstrap_of(i, n)
                 ],
                 "gossip": {"heartbeat_sec": 0.5},
                 "reconnect": {"initial_backoff_sec": 0.25, "max_backoff_sec": 2.0},
@@ -148,7 +175,16 @@ def build(scenario: Scenario, root: Path, genesis_time: float, cache_dir: Path) 
         path.write_text(_toml(config))
         nodes.append(
             NodeFiles(
-                i, ids[i], path, folder / "control.json", folder / "data", p2p[i], http[i], public[i], config
+                i,
+                ids[i],
+                path,
+                folder / "control.json",
+                folder / "data",
+                ends[i].p2p_port,
+                ends[i].http_port,
+                ends[i].public_port,
+                config,
+                ends[i].host,
             )
         )
     return Layout(root, scenario, genesis_time, nodes)

@@ -36,6 +36,7 @@ class Report:
     events: list[dict]
     wall_sec: float
     files: dict[str, str] = field(default_factory=dict)
+    backend: str = "process"  # where the nodes ran: OS processes here, or Ray actors
 
     @property
     def ok(self) -> bool:
@@ -46,6 +47,7 @@ class Report:
             "scenario": self.scenario,
             "ok": self.ok,
             "wall_sec": self.wall_sec,
+            "backend": self.backend,
             "invariants": self.invariants,
             "slots": self.slots,
             "nodes": self.nodes,
@@ -212,12 +214,13 @@ def build_report(run: RunResult) -> Report:
             if bad
             else f"no slot committed in [{lo}, {hi})",
         }
-    return Report(sc.name, slots, nodes, inv, run.events, round(run.ended_at - run.started_at, 1))
+    wall = round(run.ended_at - run.started_at, 1)
+    return Report(sc.name, slots, nodes, inv, run.events, wall, backend=run.backend)
 
 
 def summary(report: Report) -> str:
     lines = [
-        f"simnet {report.scenario}: {'OK' if report.ok else 'FAILED'} ({report.wall_sec:.0f} s wall)",
+        f"simnet {report.scenario}: {'OK' if report.ok else 'FAILED'} ({report.wall_sec:.0f} s wall, {report.backend})",
         "",
     ]
     lines.append(

@@ -17,11 +17,12 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 import trio
 
 from network.faults import FaultPlan
-from network.identity import load_key_file
+from network.identity import Identity, load_key_file
 from node import logs
 from node.engine import build_engine, freeze_resident_heap
 from node.node import Node
@@ -30,19 +31,56 @@ from simnet import control
 from simnet.byzantine import Byzantine
 from simnet.scenario import BEHAVIOURS
 
+if TYPE_CHECKING:
+    from generation.pipeline import VortexPipeline
 
-async def _main(
-    settings: NodeSettings, engine, identity, behaviour: str | None, control_file: Path, ready: Path
+
+async def serve(
+    settings: NodeSettings,
+    engine: VortexPipeline,
+    identity: Identity,
+    behaviour: str | None,
+    plan: FaultPlan,
+    name: str,
+    *,
+    task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    plan = FaultPlan()
-    name = control_file.parent.name
+    """Run one simnet node, and a Byzantine behaviour's extra traffic beside it, until cancelled.
+
+    Shared by the process worker below and the Ray actor (`simnet.ray_nodes`): the two backends
+    differ in how they start, stop and fault a node, never in the node they run.
+    """
     liar = Byzantine(behaviour, identity, settings.chain.genesis().chain_id) if behaviour else None
     node = Node(settings, engine=engine, identity=identity, faults=plan, name=name, behaviour=liar)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.run)
+        if liar is not None and node.net is not None:
+            nursery.start_soon(liar.run_beside, node.net, node.genesis.slot_sec)
+        task_status.started(node)
+
+
+def load(config: Path, log_stream: TextIO | None = None) -> tuple[NodeSettings, Identity, VortexPipeline]:
+    """A node's settings, key and engine, with its logs configured; the engine's heap frozen."""
+    settings = NodeSettings.load(config)
+    identity = load_key_file(settings.node.key_file)
+    logs.configure(settings.node.log_format, settings.node.log_level, stream=log_stream)
+    engine = build_engine(settings.generation)
+    freeze_resident_heap()
+    return settings, identity, engine
+
+
+async def _main(
+    settings: NodeSettings,
+    engine: VortexPipeline,
+    identity: Identity,
+    behaviour: str | None,
+    control_file: Path,
+    ready: Path,
+) -> None:
+    plan = FaultPlan()
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(node.run)
-            if liar is not None and node.net is not None:
-                nursery.start_soon(liar.run_beside, node.net, node.genesis.slot_sec)
+            await nursery.start(serve, settings, engine, identity, behaviour, plan, control_file.parent.name)
             nursery.start_soon(control.follow, control_file, plan, identity.peer_id)
             ready.write_text(str(identity.peer_id))
             async for _ in signals:
@@ -57,11 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", required=True)
     args = parser.parse_args(argv)
     config = Path(args.config)
-    settings = NodeSettings.load(config)
-    identity = load_key_file(settings.node.key_file)
-    logs.configure(settings.node.log_format, settings.node.log_level)
-    engine = build_engine(settings.generation)
-    freeze_resident_heap()
+    settings, identity, engine = load(config)
     config.with_name("engine-ready").write_text("")
     while not config.with_name("go").exists():  # the harness fixes the genesis once all are ready
         time.sleep(0.1)
