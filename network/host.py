@@ -203,6 +203,7 @@ async def open_host(
         log.info("bad pubsub RPC from %s: %s: %s", peer, type(exc).__name__, str(exc)[:200])
 
     quirks.guard_pubsub_streams(host, pubsub, list(router.get_protocols()), bad_rpc)
+    quirks.pubsub_never_dials(pubsub, host.get_network())  # defect 20
     listen = [multiaddr.Multiaddr(a) for a in settings.listen]
     failure: BaseException | None = None
     async with AsyncExitStack() as stack:

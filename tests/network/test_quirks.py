@@ -308,3 +308,53 @@ async def test_18_a_closed_host_stops_its_seen_cache_thread() -> None:
             sw.kill(1)
             await wait_for(lambda: _seen_cache_sweepers() == before + 1, timeout=5)
     assert _seen_cache_sweepers() == before
+
+
+async def test_19_gossip_advertises_the_ids_peers_compute_and_a_node_that_has_a_message_never_asks_again() -> (
+    None
+):
+    """Defect 19: IHAVE must carry the pubsub's message ids (content hashes here): with the library's
+    sender+seqno keys a node asks (IWANT) for a message it already holds at every heartbeat's gossip."""
+    async with swarm(4) as sw:
+        name = Topic.VOTES.name_for(CHAIN)
+        await meshes_formed(sw, name, minimum=2)
+        lonely, others = sw.hosts[0], sw.hosts[1:]
+        far = time.time() + 600
+        for other in others:  # host 0 reached by gossip only (as in test 13)
+            other.router.mesh[name].discard(lonely.peer_id)
+            other.router.back_off.setdefault(name, {})[lonely.peer_id] = far
+            lonely.router.back_off.setdefault(name, {})[other.peer_id] = far
+        lonely.router.mesh[name].clear()
+        asked: list[bytes] = []
+        emit_iwant = lonely.router.emit_iwant
+
+        async def counting(msg_ids, to_peer):  # noqa: ANN001 - the library's signature
+            asked.extend(msg_ids)
+            await emit_iwant(msg_ids, to_peer)
+
+        lonely.router.emit_iwant = counting
+        await sw.gossips[1].publish(Topic.VOTES, m.prevote(2))
+        with trio.fail_after(10):
+            assert (await sw.gossips[0].inbox(Topic.VOTES).receive()).data == m.prevote(2)
+        publisher = sw.hosts[1]
+        [cached] = publisher.router.mcache.msgs.values()
+        assert publisher.router.mcache.window(name) == [publisher.pubsub.get_message_id(cached)]
+        assert set(asked) == {publisher.pubsub.get_message_id(cached)}
+        settled = len(asked)
+        await trio.sleep(4 * settings().gossip.heartbeat_sec)  # the message stays in the gossip window
+        assert len(asked) == settled  # with the library's cache: one more IWANT per IHAVE received
+
+
+async def test_20_pubsub_never_dials_a_peer_that_dropped() -> None:
+    """Defect 20: what pubsub's stream retry does once the peer is gone must not connect it again."""
+    async with swarm(2, topology=[]) as sw:
+        a, b = sw.hosts
+        await a.connect(b.addrs()[0], keep=False)
+        await wait_for(lambda: b.peer_id in a.pubsub.peers)
+        await a.host.disconnect(b.peer_id)
+        await wait_for(lambda: not a.is_connected(b.peer_id) and not b.is_connected(a.peer_id))
+        with trio.fail_after(10):  # the library's retry loop, as its connect event or a failed open runs it
+            await a.pubsub._handle_new_peer_with_retry(b.peer_id, timeout=2)
+        assert not a.is_connected(b.peer_id) and b.peer_id not in a.pubsub.peers
+        await a.connect(b.addrs()[0], keep=False)  # the node's own dials still work, and pubsub follows
+        await wait_for(lambda: b.peer_id in a.pubsub.peers)
