@@ -54,6 +54,7 @@ class RunResult:
     ended_at: float
     events: list[dict]
     backend: str = "process"
+    support: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. the fork server's cost
 
 
 class Backend(Protocol):
@@ -99,6 +100,10 @@ class Backend(Protocol):
 
     def collect(self) -> None:
         """Bring the nodes' logs and databases into the output folder, for the report."""
+        ...
+
+    def support(self) -> dict[str, dict[str, float]]:
+        """Peak memory and CPU of what runs beside the nodes on their behalf (a fork server)."""
         ...
 
 
@@ -154,7 +159,15 @@ class Harness:
                 self._stop_all()
                 self.backend.collect()
         assert self.layout is not None
-        return RunResult(self.layout, self.procs, started, time.time(), self.events, self.backend.name)
+        return RunResult(
+            self.layout,
+            self.procs,
+            started,
+            time.time(),
+            self.events,
+            self.backend.name,
+            self.backend.support(),
+        )
 
     def _wait_for_engines(self) -> None:
         deadline = time.time() + ENGINE_READY_TIMEOUT_SEC

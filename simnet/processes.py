@@ -1,9 +1,11 @@
-"""The default backend: each node an OS process on this machine (`python -m simnet.worker`).
+"""The default backend: each node an OS process on this machine.
 
-The harness tells it what to do (start, kill, pause, set links, stop); it owns
-the `subprocess.Popen` handles and the files through which a running worker is
-steered: `go` (the genesis is fixed), `engine-ready`, and the control file of
-link faults (`simnet.control`).
+Node processes are forked from the fork server (`simnet.zygote`: torch imported
+and the engine built once, pages shared), or with `fork_server=False` each is
+`python -m simnet.worker` started from nothing. The harness tells the backend
+what to do (start, kill, pause, set links, stop); it owns the process handles
+and the files through which a running worker is steered: `go` (the genesis is
+fixed), `engine-ready`, and the control file of link faults (`simnet.control`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from simnet import control
 from simnet.harness import NodeProcess
 from simnet.layout import Layout, build
 from simnet.scenario import Scenario
+from simnet.zygote import ForkedProcess, ForkServer
+
+ENGINE_BUILD_TIMEOUT_SEC = 600.0
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +69,21 @@ class Processes:
 
     name = "process"
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, *, fork_server: bool = True) -> None:
         self.cache_dir = cache_dir
         self.layout: Layout | None = None
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.procs: dict[int, subprocess.Popen | ForkedProcess] = {}
+        self.use_fork_server = fork_server
+        self.fork_server: ForkServer | None = None
+        # the fork server's own peak memory and CPU: shared by the nodes forked from it
+        self.server_usage = {"peak_rss_mb": 0.0, "peak_pss_mb": 0.0, "cpu_sec": 0.0}
 
     def prepare(self, scenario: Scenario, out: Path) -> Layout:
         self.layout = build(scenario, out, 0.0, self.cache_dir)
+        if self.use_fork_server:
+            self.name = "process (fork server)"
+            env = {**os.environ, **WORKER_ENV}
+            self.fork_server = ForkServer(out / "engine.yaml", out / "fork-server.log", env)
         return self.layout
 
     def start(self, p: NodeProcess) -> None:
@@ -79,7 +92,13 @@ class Processes:
         args = [sys.executable, "-m", "simnet.worker", str(files.config), "--control", str(files.control)]
         if p.behaviour:
             args += ["--behaviour", p.behaviour]
-        log_file = open(files.config.with_name(f"log-{p.starts}.jsonl"), "w")  # noqa: SIM115 - owned by the process
+        log = files.config.with_name(f"log-{p.starts}.jsonl")
+        if self.fork_server is not None:
+            self.procs[p.index] = self.fork_server.start(
+                files.config, files.control, p.behaviour, log, ENGINE_BUILD_TIMEOUT_SEC
+            )
+            return
+        log_file = open(log, "w")  # noqa: SIM115 - owned by the process
         self.procs[p.index] = subprocess.Popen(
             args,
             stdout=log_file,
@@ -121,6 +140,11 @@ class Processes:
         return post_recipe(self.layout.nodes[index].http_port, body)
 
     def sample(self, processes: list[NodeProcess]) -> None:
+        if self.fork_server is not None and (u := usage(self.fork_server.proc.pid)) is not None:
+            server = self.server_usage
+            server["peak_rss_mb"] = max(server["peak_rss_mb"], u[0])
+            server["peak_pss_mb"] = max(server["peak_pss_mb"], u[1])
+            server["cpu_sec"] = u[2]
         for p in processes:
             proc = self.procs.get(p.index)
             if proc is None or proc.poll() is not None or (u := usage(proc.pid)) is None:
@@ -152,7 +176,13 @@ class Processes:
         return events
 
     def collect(self) -> None:
-        """Nothing to bring back: every node wrote under the output folder."""
+        """Nothing to bring back (every node wrote under the output folder); the fork server exits."""
+        if self.fork_server is not None:
+            self.fork_server.close()
+
+    def support(self) -> dict[str, dict[str, float]]:
+        """What the run cost beside the node processes (the fork server), for the report."""
+        return {"fork_server": dict(self.server_usage)} if self.fork_server is not None else {}
 
     def _signal(self, index: int, sig: signal.Signals) -> None:
         proc = self.procs.get(index)

@@ -377,6 +377,9 @@ class RayNodes:
             by_index[i].exit_codes.append(code)
         return events
 
+    def support(self) -> dict[str, dict[str, float]]:
+        return {}  # Ray's own processes are not counted: each actor's process is
+
     def collect(self) -> None:
         """Unpack each node's folder from its machine into the output folder; then let Ray go."""
         assert self.layout is not None

@@ -37,6 +37,7 @@ class Report:
     wall_sec: float
     files: dict[str, str] = field(default_factory=dict)
     backend: str = "process"  # where the nodes ran: OS processes here, or Ray actors
+    support: dict[str, dict[str, float]] = field(default_factory=dict)  # a fork server's memory and CPU
 
     @property
     def ok(self) -> bool:
@@ -48,6 +49,7 @@ class Report:
             "ok": self.ok,
             "wall_sec": self.wall_sec,
             "backend": self.backend,
+            "support": self.support,
             "invariants": self.invariants,
             "slots": self.slots,
             "nodes": self.nodes,
@@ -215,7 +217,7 @@ def build_report(run: RunResult) -> Report:
             else f"no slot committed in [{lo}, {hi})",
         }
     wall = round(run.ended_at - run.started_at, 1)
-    return Report(sc.name, slots, nodes, inv, run.events, wall, backend=run.backend)
+    return Report(sc.name, slots, nodes, inv, run.events, wall, backend=run.backend, support=run.support)
 
 
 def summary(report: Report) -> str:
@@ -250,6 +252,11 @@ def summary(report: Report) -> str:
         lines.append(
             f"node {n['index']:>2} {n['behaviour']:<18} starts {n['starts']} exits {n['exit_codes']} certs {n['certificates']:>3} "
             f"peak RSS {n['peak_rss_mb']:.0f} MB (PSS {n['peak_pss_mb']:.0f}) CPU {n['cpu_sec']:.0f} s"
+        )
+    for name, u in report.support.items():
+        lines.append(
+            f"{name.replace('_', ' ')}: peak RSS {u['peak_rss_mb']:.0f} MB (PSS {u['peak_pss_mb']:.0f}) "
+            f"CPU {u['cpu_sec']:.0f} s, shared by the nodes forked from it"
         )
     lines.append("")
     for name, v in report.invariants.items():

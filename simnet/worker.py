@@ -88,21 +88,31 @@ async def _main(
                 break
 
 
+def run(config: Path, control_file: Path, behaviour: str | None, engine: VortexPipeline | None = None) -> int:
+    """The node process's life: load (the engine too, unless the fork server built it), say ready,
+    wait for the genesis, run until SIGINT."""
+    if engine is None:
+        settings, identity, engine = load(config)
+    else:
+        settings = NodeSettings.load(config)
+        identity = load_key_file(settings.node.key_file)
+        logs.configure(settings.node.log_format, settings.node.log_level)
+    config.with_name("engine-ready").write_text("")
+    while not config.with_name("go").exists():  # the harness fixes the genesis once all are ready
+        time.sleep(0.1)
+    settings = NodeSettings.load(config)
+    ready = config.with_name("ready")
+    trio.run(functools.partial(_main, settings, engine, identity, behaviour, control_file, ready))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("config")
     parser.add_argument("--behaviour", choices=BEHAVIOURS)
     parser.add_argument("--control", required=True)
     args = parser.parse_args(argv)
-    config = Path(args.config)
-    settings, identity, engine = load(config)
-    config.with_name("engine-ready").write_text("")
-    while not config.with_name("go").exists():  # the harness fixes the genesis once all are ready
-        time.sleep(0.1)
-    settings = NodeSettings.load(config)
-    ready = config.with_name("ready")
-    trio.run(functools.partial(_main, settings, engine, identity, args.behaviour, Path(args.control), ready))
-    return 0
+    return run(Path(args.config), Path(args.control), args.behaviour)
 
 
 if __name__ == "__main__":
