@@ -4,13 +4,15 @@ For each node count (one OS process per node, tiny CPU engine, 5 directors a
 slot, the default simnet slot of 8 s), run 3 slots and record whether 3
 consecutive slots committed with every invariant kept, the wall time, peak
 memory per node process (RSS, and PSS: the proportional share, since the
-torch/CUDA libraries' pages are shared between the processes), and CPU seconds
-per node, and the start-up: from the harness's start to the genesis (every
+torch/CUDA libraries' pages are shared between the processes; with the fork
+server, each node's share of the server's too), and CPU seconds per node (the
+fork server's spread over the nodes), and the start-up: from the harness's start to the genesis (every
 engine loaded; with `--ray`, starting the local Ray instance too). Sizes are
 tried in order; the run stops at the first failure or when the next size would
 not fit in memory.
 
     python bench/simnet_scale.py --sizes 5 10 15 20 25
+    python bench/simnet_scale.py --no-fork-server --sizes 5 10 15   # each process from nothing
     python bench/simnet_scale.py --ray --sizes 5 10 15 20 25   # each node a Ray actor, local Ray
 """
 
@@ -29,7 +31,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from common import write_json  # noqa: E402
 
-from simnet.harness import Harness  # noqa: E402
+from simnet.harness import Backend, Harness  # noqa: E402
+from simnet.processes import Processes  # noqa: E402
 from simnet.report import build_report  # noqa: E402
 from simnet.scenario import Scenario  # noqa: E402
 
@@ -59,6 +62,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "icn" / "tiny"))
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "simnet_scale.json"))
     parser.add_argument("--ray", action="store_true", help="the Ray backend on a new local instance per size")
+    parser.add_argument(
+        "--no-fork-server", action="store_true", help="node processes started from nothing, not forked"
+    )
     args = parser.parse_args()
     rows, pss_per_node = [], 0.0
     for n in args.sizes:
@@ -71,7 +77,7 @@ def main() -> None:
             {"name": f"scale-{n}", "nodes": n, "slots": args.slots, "slot_sec": args.slot_sec}
         )
         with tempfile.TemporaryDirectory(prefix=f"simnet-scale-{n}-") as out:
-            backend = None
+            backend: Backend = Processes(Path(args.cache_dir), fork_server=not args.no_fork_server)
             if args.ray:
                 from simnet.ray_nodes import RayNodes
 
@@ -80,7 +86,9 @@ def main() -> None:
             report = build_report(result)
         genesis = next(e["t"] for e in result.events if e["event"] == "genesis")
         nodes = report.nodes
-        pss_per_node = max(x["peak_pss_mb"] for x in nodes)
+        server = report.support.get("fork_server", {"peak_rss_mb": 0.0, "peak_pss_mb": 0.0, "cpu_sec": 0.0})
+        # per node: its own peak, plus its share of the fork server's (which holds the shared pages)
+        pss_per_node = max(x["peak_pss_mb"] for x in nodes) + server["peak_pss_mb"] / n
         row = {
             "nodes": n,
             "consecutive_committed": consecutive_committed(report),
@@ -89,8 +97,10 @@ def main() -> None:
             "startup_sec": round(genesis - result.started_at, 1),
             "peak_rss_mb_per_node": max(x["peak_rss_mb"] for x in nodes),
             "peak_pss_mb_per_node": pss_per_node,
-            "peak_pss_mb_total": round(sum(x["peak_pss_mb"] for x in nodes), 1),
-            "cpu_sec_per_node": round(sum(x["cpu_sec"] for x in nodes) / n, 1),
+            "peak_pss_mb_total": round(sum(x["peak_pss_mb"] for x in nodes) + server["peak_pss_mb"], 1),
+            "cpu_sec_per_node": round((sum(x["cpu_sec"] for x in nodes) + server["cpu_sec"]) / n, 1),
+            "backend": report.backend,
+            "fork_server": server if report.support else None,
             "media_nodes_per_slot": [len(s["media_at_sec"]) for s in report.slots],
             "certificate_at_sec": [s["certificate_at_sec"] for s in report.slots],
         }

@@ -204,6 +204,7 @@ async def open_host(
 
     quirks.guard_pubsub_streams(host, pubsub, list(router.get_protocols()), bad_rpc)
     quirks.pubsub_never_dials(pubsub, host.get_network())  # defect 20
+    quirks.serialize_pubsub_writes(pubsub)  # defect 21
     listen = [multiaddr.Multiaddr(a) for a in settings.listen]
     failure: BaseException | None = None
     async with AsyncExitStack() as stack:

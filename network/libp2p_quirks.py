@@ -121,6 +121,14 @@ stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
    1 run in 12 with a busy core), which defect 16 did not end.
    `pubsub_never_dials` makes pubsub's stream opening use existing connections
    only; what the node dials stays the node's policy.
+21. Two writers on one pubsub stream. Pubsub writes RPCs to a peer from that
+   peer's outbound queue, and also directly, bypassing the queue, when it
+   replays recent messages to a peer that subscribed and flushes messages held
+   for a peer being identified. Nothing serialises them, and an RPC larger than
+   a yamux frame is written in several: two at once interleave, and the peer
+   reads garbage (a decode error: the stream is reset, with every message on
+   it). `test_6` lost its 1 MiB message this way about 1 run in 10 on a busy
+   machine. `serialize_pubsub_writes` makes each stream take one RPC at a time.
 """
 
 from __future__ import annotations
@@ -129,6 +137,7 @@ import contextvars
 import logging
 import math
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -173,6 +182,7 @@ QUIRKS = (
     "each pubsub's seen-messages cache starts a sweeper thread that nothing stops: stopped at exit",
     "the gossip cache keys by sender+seqno, not the message id: IHAVE ids never match, peers IWANT: rekeyed",
     "pubsub's stream opening dials peers that dropped (retry after the connect event): existing connections only",
+    "pubsub writes to a stream from its queue and directly, unserialised; large RPCs interleave: one at a time",
 )
 
 OUTBOUND_QUEUE_RPCS = 1024
@@ -257,6 +267,21 @@ def pubsub_never_dials(pubsub: Pubsub, swarm: object) -> None:
 
     pubsub._handle_new_peer = opening_stream  # type: ignore[method-assign]
     swarm.dial_peer = guarded_dial  # type: ignore[attr-defined]
+
+
+def serialize_pubsub_writes(pubsub: Pubsub) -> None:
+    """Defect 21: one RPC at a time on each pubsub stream, whichever of the library's writers sends it."""
+    write_msg = pubsub.write_msg
+    locks: weakref.WeakKeyDictionary[object, trio.Lock] = weakref.WeakKeyDictionary()
+
+    async def one_at_a_time(stream: object, rpc_msg: object) -> bool:
+        lock = locks.get(stream)
+        if lock is None:
+            lock = locks[stream] = trio.Lock()
+        async with lock:
+            return await write_msg(stream, rpc_msg)  # type: ignore[arg-type]
+
+    pubsub.write_msg = one_at_a_time  # type: ignore[method-assign,assignment]
 
 
 CLOSE_SOCKETS_MAX_SEC = 2.0

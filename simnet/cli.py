@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache-dir", help="where the tiny model weights are built once and shared")
     parser.add_argument(
+        "--no-fork-server",
+        action="store_true",
+        help="start each node process from nothing instead of forking it from one that built the engine",
+    )
+    parser.add_argument(
         "--ray",
         nargs="?",
         const="",
@@ -40,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from simnet.harness import Harness
+    from simnet.harness import DEFAULT_CACHE, Backend, Harness
+    from simnet.processes import Processes
     from simnet.report import build_report, summary, write
 
     try:
@@ -53,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"simnet {scenario.name}: {scenario.nodes} nodes, {scenario.slots} slots of {scenario.slot_sec:g} s; files in {out}"
     )
-    backend = None
+    cache = Path(args.cache_dir) if args.cache_dir else None
+    backend: Backend = Processes(cache or DEFAULT_CACHE, fork_server=not args.no_fork_server)
     if args.ray is not None:
         try:
             from simnet.ray_nodes import RayNodes
@@ -61,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
             print(f'error: --ray needs Ray: pip install -e ".[cluster]" ({exc})', file=sys.stderr)
             return 2
         backend = RayNodes(args.ray or None, cache_dir=args.cache_dir, cpus_per_node=args.ray_cpus_per_node)
-    harness = Harness(
-        scenario, out, cache_dir=Path(args.cache_dir) if args.cache_dir else None, backend=backend
-    )
+    harness = Harness(scenario, out, cache_dir=cache, backend=backend)
     try:
         result = harness.run()
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 GENESIS_DELAY_SEC = 3.0  # from "every engine is ready" to slot 0: time to open hosts and connect
 ENGINE_READY_TIMEOUT_SEC = 900.0
+DEFAULT_CACHE = Path.home() / ".cache" / "icn" / "tiny"  # the tiny weights, built once per machine
 
 
 def stop_grace(n: int) -> float:
@@ -120,7 +121,7 @@ class Harness:
 
         self.scenario = scenario
         self.out = Path(out_dir)
-        self.cache_dir = cache_dir or Path.home() / ".cache" / "icn" / "tiny"
+        self.cache_dir = cache_dir or DEFAULT_CACHE
         self.backend: Backend = backend or Processes(self.cache_dir)
         self.procs = [NodeProcess(i, scenario.byzantine.get(i)) for i in range(scenario.nodes)]
         self.links: dict[tuple[int, int], dict] = {}

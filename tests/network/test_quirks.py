@@ -358,3 +358,22 @@ async def test_20_pubsub_never_dials_a_peer_that_dropped() -> None:
         assert not a.is_connected(b.peer_id) and b.peer_id not in a.pubsub.peers
         await a.connect(b.addrs()[0], keep=False)  # the node's own dials still work, and pubsub follows
         await wait_for(lambda: b.peer_id in a.pubsub.peers)
+
+
+async def test_21_a_replay_written_while_the_queue_writes_arrives_whole() -> None:
+    """Defect 21: the library writes to a peer's pubsub stream from its outbound queue and, directly,
+    when it replays recent messages to a peer that subscribed; a large RPC from each at once
+    interleaved their frames and the peer read garbage (the random failure of test 6)."""
+    async with swarm(2) as sw:
+        topic = "/quirk-21"
+        sub = await sw.hosts[1].pubsub.subscribe(topic)
+        await sw.hosts[0].pubsub.subscribe(topic)
+        await wait_for(lambda: len(sw.hosts[0].router.mesh.get(topic, ())) == 1)
+        sender, receiver = sw.hosts
+        data = b"\x21" * quirks.MAX_GOSSIP_DATA
+        await sender.pubsub.publish(topic, data)  # queued: the peer's sending task writes it
+        await sender.router.send_recent_messages(receiver.peer_id, topic)  # the replay writes it meanwhile
+        with trio.fail_after(10):
+            assert (await sub.get()).data == data
+        await trio.sleep(0.5)  # the second copy arrives too, and is dropped as seen
+        assert receiver.stats.bad_rpcs == 0 and sender.peer_id in receiver.pubsub.peers
