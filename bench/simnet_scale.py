@@ -93,6 +93,7 @@ def main() -> None:
             "nodes": n,
             "consecutive_committed": consecutive_committed(report),
             "invariants_ok": report.ok,
+            "invariants": {name: v["detail"] for name, v in report.invariants.items() if not v["ok"]},
             "wall_sec": report.wall_sec,
             "startup_sec": round(genesis - result.started_at, 1),
             "peak_rss_mb_per_node": max(x["peak_rss_mb"] for x in nodes),

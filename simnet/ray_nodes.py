@@ -89,9 +89,9 @@ def _pack(run: str, index: int) -> bytes:
     return buffer.getvalue()
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
-class NodeActor:
-    """One simnet node in the process of a Ray actor (see the module's docstring)."""
+class NodeInActor:
+    """One simnet node in the process of a Ray actor (see the module's docstring); `NodeActor` is
+    this class made an actor. No method may be `async`: see `_serve`."""
 
     def __init__(self, run: str, index: int, cache_dir: str | None) -> None:
         self.folder = _folder(run, index)
@@ -161,20 +161,9 @@ class NodeActor:
 
     def _loop(self, settings: Any, engine: Any, identity: Any, behaviour: str | None) -> None:
         try:
-            trio.run(self._serve, settings, engine, identity, behaviour)
+            trio.run(_serve, self, settings, engine, identity, behaviour)
         except BaseException:
             _die(f"node {self.index} failed")
-
-    async def _serve(self, settings: Any, engine: Any, identity: Any, behaviour: str | None) -> None:
-        from simnet.worker import serve
-
-        self.token = trio.lowlevel.current_trio_token()
-        self.stopping = trio.Event()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(serve, settings, engine, identity, behaviour, self.plan, self.folder.name)
-            self.started.set()
-            await self.stopping.wait()
-            nursery.cancel_scope.cancel()
 
     def set_links(self, links: dict[str, dict]) -> None:
         assert self.loaded is not None and self.token is not None, "links before the node runs"
@@ -199,6 +188,26 @@ class NodeActor:
         trio.from_thread.run_sync(self.stopping.set, trio_token=self.token)
         self.thread.join(timeout)
         return 0 if not self.thread.is_alive() else 1
+
+
+NodeActor = ray.remote(num_cpus=0, max_restarts=0)(NodeInActor)
+
+
+async def _serve(actor: Any, settings: Any, engine: Any, identity: Any, behaviour: str | None) -> None:
+    """The node's trio loop in its actor's thread, until the actor's `stop`.
+
+    Outside the class on purpose: Ray makes an actor with any `async def` method an asyncio actor
+    that runs up to 1,000 calls at once, and this one relies on its calls running one at a time,
+    in order (a restart queues `load`, then `go`, then `set_links`)."""
+    from simnet.worker import serve
+
+    actor.token = trio.lowlevel.current_trio_token()
+    actor.stopping = trio.Event()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve, settings, engine, identity, behaviour, actor.plan, actor.folder.name)
+        actor.started.set()
+        await actor.stopping.wait()
+        nursery.cancel_scope.cancel()
 
 
 @dataclass

@@ -19,6 +19,17 @@ pytest.importorskip("ray", reason="the [cluster] extra is not installed")
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def test_the_node_actor_takes_its_calls_one_at_a_time_in_order() -> None:
+    """Ray makes a class with any `async def` method an asyncio actor running up to 1,000 calls at
+    once; a restarted node relies on `load`, `go` and `set_links` running in the order sent (a `go`
+    that overtook its `load` failed the crash-restart run below)."""
+    import inspect
+
+    from simnet.ray_nodes import NodeInActor
+
+    assert inspect.getmembers(NodeInActor, inspect.iscoroutinefunction) == []
+
+
 def _simnet(scenario: str, out: Path, cache: Path) -> tuple[subprocess.CompletedProcess, dict]:
     proc = subprocess.run(
         [sys.executable, "-m", "simnet", scenario, "--ray", "--out", str(out), "--cache-dir", str(cache)],
