@@ -46,6 +46,11 @@ class NodeProcess:
     peak_pss_mb: float = 0.0
     cpu_sec: float = 0.0
 
+    def record(self, rss_mb: float, pss_mb: float, cpu_sec: float) -> None:
+        """One sample of the node's process: raise the peaks, take its CPU time so far."""
+        self.peak_rss_mb, self.peak_pss_mb = max(self.peak_rss_mb, rss_mb), max(self.peak_pss_mb, pss_mb)
+        self.cpu_sec = cpu_sec
+
 
 @dataclass
 class RunResult:

@@ -149,8 +149,7 @@ class Processes:
             proc = self.procs.get(p.index)
             if proc is None or proc.poll() is not None or (u := usage(proc.pid)) is None:
                 continue
-            p.peak_rss_mb, p.peak_pss_mb = max(p.peak_rss_mb, u[0]), max(p.peak_pss_mb, u[1])
-            p.cpu_sec = u[2]
+            p.record(*u)
 
     def stop(self, processes: list[NodeProcess], grace: float) -> list[tuple[int, str, dict]]:
         events: list[tuple[int, str, dict]] = []

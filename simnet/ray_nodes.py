@@ -355,8 +355,7 @@ class RayNodes:
                 except RayError:
                     u = None
                 if u is not None:
-                    p.peak_rss_mb, p.peak_pss_mb = max(p.peak_rss_mb, u[0]), max(p.peak_pss_mb, u[1])
-                    p.cpu_sec = u[2]
+                    p.record(*u)
             if not p.killed_by_scenario and not p.paused:
                 self.stats_refs[p.index] = self.placed[p.index].actor.stats.remote()
 

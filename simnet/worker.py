@@ -59,13 +59,17 @@ async def serve(
         task_status.started(node)
 
 
-def load(config: Path, log_stream: TextIO | None = None) -> tuple[NodeSettings, Identity, VortexPipeline]:
-    """A node's settings, key and engine, with its logs configured; the engine's heap frozen."""
+def load(
+    config: Path, log_stream: TextIO | None = None, engine: VortexPipeline | None = None
+) -> tuple[NodeSettings, Identity, VortexPipeline]:
+    """A node's settings, key and engine, with its logs configured. The engine is built here (its
+    heap frozen) unless given: a process forked from the fork server inherits one."""
     settings = NodeSettings.load(config)
     identity = load_key_file(settings.node.key_file)
     logs.configure(settings.node.log_format, settings.node.log_level, stream=log_stream)
-    engine = build_engine(settings.generation)
-    freeze_resident_heap()
+    if engine is None:
+        engine = build_engine(settings.generation)
+        freeze_resident_heap()
     return settings, identity, engine
 
 
@@ -91,12 +95,7 @@ async def _main(
 def run(config: Path, control_file: Path, behaviour: str | None, engine: VortexPipeline | None = None) -> int:
     """The node process's life: load (the engine too, unless the fork server built it), say ready,
     wait for the genesis, run until SIGINT."""
-    if engine is None:
-        settings, identity, engine = load(config)
-    else:
-        settings = NodeSettings.load(config)
-        identity = load_key_file(settings.node.key_file)
-        logs.configure(settings.node.log_format, settings.node.log_level)
+    settings, identity, engine = load(config, engine=engine)
     config.with_name("engine-ready").write_text("")
     while not config.with_name("go").exists():  # the harness fixes the genesis once all are ready
         time.sleep(0.1)
