@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import trio
@@ -45,7 +46,7 @@ from network.host import open_host  # noqa: E402
 from network.identity import Identity  # noqa: E402
 from network.media.store import MediaStore  # noqa: E402
 from network.media.transfer import MediaService  # noqa: E402
-from network.settings import GossipSettings, NetworkSettings  # noqa: E402
+from network.settings import GossipSettings, MediaSettings, NetworkSettings  # noqa: E402
 from network.topics import Topic  # noqa: E402
 from simnet.layout import free_ports  # noqa: E402
 
@@ -98,6 +99,7 @@ async def run_node(i: int, plan: dict, ports: list[int], out: dict) -> None:
     cfg = NetworkSettings(
         listen=(f"/ip4/127.0.0.1/tcp/{ports[i]}",),
         gossip=GossipSettings(heartbeat_sec=1.0, degree=6, degree_low=4, degree_high=12),
+        media=MediaSettings(**plan["media_settings"]),
     )
     out.update(index=i, received={}, published={}, media_done=None, media_from={}, bytes_served=0)
     async with open_host(identity(i), cfg) as host:
@@ -115,7 +117,10 @@ async def run_node(i: int, plan: dict, ports: list[int], out: dict) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_record_votes, gossip, out)
             nursery.start_soon(_follow_media, gossip, media, host, out)
+            await _sleep_until(plan["t_quiet"])
+            out["cpu"] = {"quiet": time.process_time()}
             await _sleep_until(plan["t0"])
+            out["cpu"]["t0"] = time.process_time()
             out["ready_peers"] = len(host.connected_peers())
             for k in range(plan["messages"]):  # phase 1: latency
                 if k % n == i:
@@ -123,6 +128,8 @@ async def run_node(i: int, plan: dict, ports: list[int], out: dict) -> None:
                     data = announcement(i, k, 384)
                     out["published"][hashlib.sha256(data).hexdigest()] = ["latency", time.time()]
                     await gossip.publish(Topic.VOTES, data)
+            await _sleep_until(plan["t_latency_end"])
+            out["cpu"]["latency_end"] = time.process_time()
             if i < min(DIRECTORS, n):  # phase 2: all-to-all among the directors
                 await _sleep_until(plan["t1"])
                 data = announcement(i, 10**6, 640)
@@ -133,8 +140,12 @@ async def run_node(i: int, plan: dict, ports: list[int], out: dict) -> None:
                 cid = media.store.add_bytes(media_bytes(plan["media_mb"]))
                 await _sleep_until(plan["t2"])
                 await gossip.publish(Topic.MEDIA_HAVE, media.have_message(cid))
+            await _sleep_until(plan["t2"])
+            out["cpu"]["t2"] = time.process_time()
             await _sleep_until(plan["t_end"])
+            out["cpu"]["end"] = time.process_time()
             out["bytes_served"] = media.server.stats.bytes_served
+            out["media_requests"] = dict(media.server.stats.requests)
             nursery.cancel_scope.cancel()
 
 
@@ -170,16 +181,22 @@ async def _fetch(gossip: Gossip, media: MediaService, cid: bytes, out: dict) -> 
         return
     out["media_done"] = time.time()
     out["media_from"] = {str(p): b for p, b in report.bytes_from.items()}
+    out["media_duplicate_bytes"] = report.duplicate_bytes
     await gossip.publish(Topic.MEDIA_HAVE, media.have_message(cid))
 
 
 def make_plan(n: int, args: argparse.Namespace, workdir: str, startup: float) -> dict:
-    t0 = time.time() + startup
-    t1 = t0 + args.messages * args.interval + 2.0
+    """Phase times. Each node's CPU time is read at the marks: a quiet window (connected, nothing
+    sent) as long as the latency phase comes first, so gossip CPU per message is net of idle cost."""
+    latency_sec = args.messages * args.interval + 1.0
+    t0 = time.time() + startup + latency_sec
+    t1 = t0 + latency_sec + 1.0
     t2 = t1 + 3.0
     return dict(
         n=n, dir=workdir, messages=args.messages, interval=args.interval, media_mb=args.media_mb,
-        t0=t0, t1=t1, t2=t2, t_end=t2 + args.media_timeout,
+        media_settings=dict(args.media_setting),
+        t_quiet=t0 - latency_sec, t0=t0, t_latency_end=t0 + latency_sec, t1=t1, t2=t2,
+        t_end=t2 + args.media_timeout,
     )  # fmt: skip
 
 
@@ -250,6 +267,12 @@ def summarise(n: int, mode: str, outs: list[dict], plan: dict) -> dict:
     if len(a2a) == directors and len(a2a_done) == directors:
         a2a_ms = round((max(a2a_done) - min(t for _, t in a2a.values())) * 1000, 1)
     media_done = [o["media_done"] for o in outs[1:] if o.get("media_done")]
+    served = [o.get("bytes_served", 0) for o in outs]
+    cpu = [o["cpu"] for o in outs if len(o.get("cpu", {})) == 5]
+    quiet = sum(c["t0"] - c["quiet"] for c in cpu)  # the same length as the latency phase
+    latency_cpu = sum(c["latency_end"] - c["t0"] for c in cpu)
+    media_window = plan["t_end"] - plan["t2"]
+    media_cpu = sum(c["end"] - c["t2"] for c in cpu) - quiet * media_window / (plan["t0"] - plan["t_quiet"])
     return {
         "nodes": n,
         "mode": mode,
@@ -259,13 +282,24 @@ def summarise(n: int, mode: str, outs: list[dict], plan: dict) -> dict:
             "deliveries": len(latencies),
             "missing": missing,
         },
+        "gossip_cpu_ms_per_delivery": round((latency_cpu - quiet) * 1000 / len(latencies), 2)
+        if latencies and len(cpu) == n
+        else None,
+        "idle_cpu_per_node_pct": round(quiet * 100 / (plan["t0"] - plan["t_quiet"]) / len(cpu), 2)
+        if cpu
+        else None,
         "all_to_all_directors": directors,
         "all_to_all_ms": a2a_ms,
         "all_to_all_message_bytes": outs[0].get("a2a_size"),
         "media_mb": plan["media_mb"],
         "media_spread_sec": round(max(media_done) - plan["t2"], 3) if len(media_done) == n - 1 else None,
         "media_nodes_done": len(media_done),
+        "media_cpu_sec_all_nodes": round(media_cpu, 2) if len(cpu) == n else None,
+        "media_done_sec": sorted(round(t - plan["t2"], 3) for t in media_done),
         "bytes_served_by_node": [o.get("bytes_served", 0) for o in outs],
+        "largest_upload_share": round(max(served) / sum(served), 3) if sum(served) else None,
+        "duplicate_bytes": sum(o.get("media_duplicate_bytes", 0) for o in outs),
+        "media_requests_served": dict(sum((Counter(o.get("media_requests", {})) for o in outs), Counter())),
         "media_errors": {o.get("index"): o["media_errors"] for o in outs if o.get("media_errors")},
         "failed_nodes": [o.get("index", i) for i, o in enumerate(outs) if o.get("failed")],
     }
@@ -283,6 +317,14 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between latency messages")
     parser.add_argument("--media-mb", type=float, default=5.0)
     parser.add_argument("--media-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--media-setting",
+        action="append",
+        default=[],
+        type=lambda kv: (kv.split("=")[0], float(kv.split("=")[1])),
+        metavar="KEY=VALUE",
+        help="a [network.media] setting other than its default, e.g. max_uploads=8 (repeatable)",
+    )
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "network_loopback.json"))
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -14,6 +14,7 @@ not fit in memory.
     python bench/simnet_scale.py --sizes 5 10 15 20 25
     python bench/simnet_scale.py --no-fork-server --sizes 5 10 15   # each process from nothing
     python bench/simnet_scale.py --ray --sizes 5 10 15 20 25   # each node a Ray actor, local Ray
+    python bench/simnet_scale.py --media --sizes 20 --slot-sec 8   # and every node gets every slot's media in time
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def consecutive_committed(report) -> int:
     return best
 
 
+def passed(row: dict, args: argparse.Namespace) -> bool:
+    committed = row["consecutive_committed"] >= args.slots and row["invariants_ok"]
+    return committed and (row["media_everywhere_in_slot"] or not args.media)
+
+
 def mem_available_mb() -> float:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -65,6 +71,11 @@ def main() -> None:
     parser.add_argument(
         "--no-fork-server", action="store_true", help="node processes started from nothing, not forked"
     )
+    parser.add_argument(
+        "--media",
+        action="store_true",
+        help="a size passes only if every node holds every committed slot's media before that slot ends",
+    )
     args = parser.parse_args()
     rows, pss_per_node = [], 0.0
     for n in args.sizes:
@@ -74,7 +85,13 @@ def main() -> None:
             )
             break
         sc = Scenario.model_validate(
-            {"name": f"scale-{n}", "nodes": n, "slots": args.slots, "slot_sec": args.slot_sec}
+            {
+                "name": f"scale-{n}",
+                "nodes": n,
+                "slots": args.slots,
+                "slot_sec": args.slot_sec,
+                "expect": {"media_everywhere": args.media},
+            }
         )
         with tempfile.TemporaryDirectory(prefix=f"simnet-scale-{n}-") as out:
             backend: Backend = Processes(Path(args.cache_dir), fork_server=not args.no_fork_server)
@@ -103,18 +120,28 @@ def main() -> None:
             "backend": report.backend,
             "fork_server": server if report.support else None,
             "media_nodes_per_slot": [len(s["media_at_sec"]) for s in report.slots],
+            # nodes holding a committed slot's media before that slot ended
+            "media_in_slot_per_slot": [
+                sum(1 for t in s["media_at_sec"].values() if t is not None and t <= args.slot_sec)
+                for s in report.slots
+                if s["committed"]
+            ],
             "certificate_at_sec": [s["certificate_at_sec"] for s in report.slots],
         }
+        row["media_everywhere_in_slot"] = len(row["media_in_slot_per_slot"]) == len(report.slots) and all(
+            m == n for m in row["media_in_slot_per_slot"]
+        )
         rows.append(row)
         print(
             f"{n:>3} nodes: {row['consecutive_committed']} consecutive slots committed, invariants "
             f"{'ok' if report.ok else 'BROKEN'}, wall {row['wall_sec']:.0f} s (start-up {row['startup_sec']:.0f} s), peak per node RSS "
             f"{row['peak_rss_mb_per_node']:.0f} MB / PSS {pss_per_node:.0f} MB (total PSS {row['peak_pss_mb_total']:.0f} MB), "
-            f"CPU {row['cpu_sec_per_node']:.0f} s per node"
+            f"CPU {row['cpu_sec_per_node']:.0f} s per node, media within the slot on "
+            f"{row['media_in_slot_per_slot']} nodes"
         )
-        if row["consecutive_committed"] < args.slots or not report.ok:
+        if not passed(row, args):
             break
-    passing = [r["nodes"] for r in rows if r["consecutive_committed"] >= args.slots and r["invariants_ok"]]
+    passing = [r["nodes"] for r in rows if passed(r, args)]
     largest = max(passing, default=None)
     print(
         f"\nlargest node count committing {args.slots} consecutive slots at {args.slot_sec:g} s slots: {largest}"

@@ -59,12 +59,29 @@ class GossipSettings(_Strict):
 
 class MediaSettings(_Strict):
     max_file_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=4 * 1024**3)
-    # Providers fetched from at once; more spreads load, fewer saves connections.
+    # Chunk requests a download keeps in flight, each to a different peer; more spreads load,
+    # fewer saves connections.
     parallel_providers: int = Field(3, ge=1, le=32)
     # Chunks asked for in one request; the unit that moves to another provider on failure.
     chunks_per_request: int = Field(4, ge=1, le=256)
     request_timeout_sec: float = Field(5.0, gt=0, le=600)
-    max_serving_streams: int = Field(32, ge=1, le=4096)
+    # Chunk requests this node serves at once; beyond it a fetcher is told "busy" and asks
+    # a peer that got the chunks meanwhile (BitTorrent's unchoke slots): so the first holder
+    # of a file does not upload every copy.
+    max_uploads: int = Field(4, ge=1, le=1024)
+    # Streams for everything else served at once: chunk lists and have-map watches.
+    max_serving_streams: int = Field(64, ge=1, le=4096)
+    # Peers a download watches for what they hold (have-maps): providers, then neighbours.
+    watched_peers: int = Field(16, ge=1, le=256)
+    # How long one have-map watch may stay open before the watcher asks again.
+    watch_sec: float = Field(30.0, gt=0, le=600)
+    # A session asked for content a peer has not started to fetch waits this long for it to
+    # start before the answer is "missing"; the fetcher asks again `rewatch_sec` later.
+    missing_wait_sec: float = Field(0.5, ge=0, le=60)
+    rewatch_sec: float = Field(0.3, gt=0, le=60)
+    # A peer still downloading tells its sessions what it has at most this often: each message
+    # costs py-libp2p about a millisecond of CPU at each end.
+    have_interval_sec: float = Field(0.1, ge=0, le=10)
 
 
 class ReconnectSettings(_Strict):

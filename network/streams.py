@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 
+import trio
 from libp2p.abc import INetStream
+from libp2p.network.stream.exceptions import StreamEOF
 
 from consensus.messages import DecodeError, decode_cbor
 
 log = logging.getLogger(__name__)
+
+RESET_TIMEOUT_SEC = 2.0
 
 
 class ProtocolViolation(Exception):
@@ -31,7 +35,10 @@ async def write_frame(stream: INetStream, data: bytes) -> None:
 async def _read_exactly(stream: INetStream, n: int) -> bytes:
     parts, got = [], 0
     while got < n:
-        part = await stream.read(n - got)
+        try:
+            part = await stream.read(n - got)
+        except StreamEOF:  # the library's way of saying what b"" says
+            part = b""
         if not part:
             raise ProviderUnavailable(f"stream closed after {got} of {n} bytes")
         parts.append(part)
@@ -57,10 +64,12 @@ def decode_list(data: bytes, max_bytes: int, what: str) -> list:
 
 
 async def reset(stream: INetStream) -> None:
-    try:
-        await stream.reset()
-    except Exception as exc:  # already gone
-        log.debug("stream reset: %s", exc)
+    """Reset, even from a cancelled task (a lost endgame race): else the remote's end stays open."""
+    with trio.CancelScope(shield=True), trio.move_on_after(RESET_TIMEOUT_SEC):
+        try:
+            await stream.reset()
+        except Exception as exc:  # already gone
+            log.debug("stream reset: %s", exc)
 
 
 async def close(stream: INetStream) -> None:

@@ -250,15 +250,31 @@ def _framed(payload: bytes) -> bytes:
     return len(payload).to_bytes(4, "big") + payload
 
 
+FUZZ_MEDIA = bytes(range(256)) * 1200  # two chunks, in the store the media door serves from
+FUZZ_MEDIA_CID = ChunkList.of_bytes(FUZZ_MEDIA).content_id
+
 STREAM_INPUTS = st.one_of(
     st.binary(max_size=300),
     CBOR_BYTES.map(_framed),
     st.builds(
         lambda op, cid, extra: _framed(cbor2.dumps([op, cid, *extra])),
-        st.sampled_from(["list", "chunks", "certs", "x", 5]),
+        st.sampled_from(["watch", "get", "chunks", "certs", "x", 5]),
         st.binary(max_size=40) | VALUES,
         st.lists(VALUES, max_size=2),
     ),  # fmt: skip
+    st.builds(  # a session on content the door holds, then whatever follows
+        lambda rest: _framed(cbor2.dumps(["watch", FUZZ_MEDIA_CID])) + b"".join(rest),
+        st.lists(
+            st.one_of(
+                st.lists(st.integers(-2, 3) | HUGE_INTS, max_size=4).map(
+                    lambda i: _framed(cbor2.dumps(["get", i]))
+                ),
+                CBOR_BYTES.map(_framed),
+                st.binary(max_size=40),
+            ),
+            max_size=4,
+        ),
+    ),
     st.builds(
         lambda a, b: _framed(cbor2.dumps(["certs", a, b])),
         st.integers() | HUGE_INTS,
@@ -273,7 +289,10 @@ def media_server_door(data: bytes, store_dir: Any) -> None:
     from network.media.transfer import MediaServer
     from network.settings import MediaSettings
 
-    server = MediaServer(MediaStore(store_dir), MediaSettings())
+    store = MediaStore(store_dir)
+    store.add_bytes(FUZZ_MEDIA)
+    # no wait for a download of unknown content to start: nothing here will start one
+    server = MediaServer(store, MediaSettings(missing_wait_sec=0, watch_sec=1))
     stream = _FakeStream(data)
     trio.run(server.handle, stream)  # never raises
     assert stream.closed or stream.was_reset

@@ -89,6 +89,25 @@ class ChunkList:
         return cls(size, chunk_size, tuple(leaves))
 
 
+def encode_have_map(have: list[bool]) -> bytes:
+    """A have-map on the wire: one bit per chunk, chunk 0 in the high bit of byte 0."""
+    out = bytearray(-(-len(have) // 8))
+    for i, held in enumerate(have):
+        if held:
+            out[i >> 3] |= 0x80 >> (i & 7)
+    return bytes(out)
+
+
+def decode_have_map(data: object, count: int) -> list[bool]:
+    """A peer's have-map for a file of `count` chunks; exact length, padding bits zero."""
+    if not isinstance(data, bytes) or len(data) != -(-count // 8):
+        raise DecodeError("bad_field", f"have-map must be {-(-count // 8)} bytes for {count} chunks")
+    have = [bool(data[i >> 3] & (0x80 >> (i & 7))) for i in range(count)]
+    if count % 8 and data[-1] & (0xFF >> (count % 8)):
+        raise DecodeError("bad_field", "have-map sets bits past the last chunk")
+    return have
+
+
 def iter_chunks(path: str | Path, chunk_size: int = CHUNK_BYTES) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while chunk := f.read(chunk_size):

@@ -200,6 +200,14 @@ class PartialFile:
             f.write(data)
         self.have[index] = True
 
+    def read_chunk(self, index: int) -> bytes:
+        """A verified chunk, served to peers before the download is complete."""
+        if not self.have[index]:
+            raise StoreError(f"{self.cid.hex()}: chunk {index} is not here yet")
+        with open(self.path, "rb") as f:
+            f.seek(index * self.chunk_list.chunk_size)
+            return f.read(self.chunk_list.chunk_length(index))
+
     def finish(self) -> Path:
         """Check the whole file, make it durable, and move it under its content id."""
         missing = self.missing()

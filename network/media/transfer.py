@@ -1,40 +1,44 @@
-"""The media transfer protocol: chunk lists and chunks by content id, from any provider.
+"""The media transfer protocol: sessions that carry a file's chunk list, have-maps and chunks.
 
 Gossip caps messages at 1 MiB, so slot media moves on its own stream protocol.
-One request per stream, each frame prefixed by its 4-byte big-endian length:
+A fetcher opens one stream (a session) per peer and file; every frame is
+prefixed by its 4-byte big-endian length, every message is CBOR:
 
-    request   CBOR ["list", cid]              -> ["ok", chunk_list] | ["missing"] | ["busy"]
-    request   CBOR ["chunks", cid, [i, ...]]  -> ["ok"] then one frame per chunk, in order
-                                                 | ["missing"] | ["busy"]
+    fetcher: ["watch", cid]
+    peer:    ["ok", chunk_list, have] | ["missing"] | ["busy"] (and the stream ends)
+    then, in any order, until the fetcher closes its side or stays idle `watch_sec`:
+    fetcher: ["get", [i, ...]]          one at a time; the next after the answer
+    peer:    ["chunks", [i, ...]]       then one raw frame per chunk, in that order
+             ["busy"]                   all `max_uploads` upload slots taken: ask later
+             ["missing"]                it lacks one of them
+             ["have", have]             whenever its own download verifies more
 
-A fetcher checks the chunk list against the content id and every chunk against
-its hash as it arrives; a provider that sends a wrong list, a wrong chunk or a
-frame longer than announced is cut off (stream reset) and penalised. Chunks are
-shared out among several providers in small requests; when one fails, its
-unfinished chunks go back to the queue for the others, so a transfer survives
-a provider leaving, and a resumed download (after a crash) asks only for what
-is missing. Every node serves what it has verified, so load spreads as the
-file spreads.
+A have-map is one bit per chunk (`content.encode_have_map`). Every node serves
+the chunks it has verified, of complete files and of downloads in progress
+alike. Fetching is `swarm.Download`: sessions with providers and neighbours,
+rarest chunks first, every list and chunk checked against the content id; a
+peer that sends a wrong list, chunk or have-map, an answer to nothing, or a
+frame longer than announced is cut off (stream reset) and penalised.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import multiaddr
 import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
-from consensus.messages import DecodeError, canonical
+from consensus.messages import canonical
 from network.host import NetworkHost
-from network.media.content import ChunkList
-from network.media.store import MediaStore, PartialFile, StoreError
+from network.media.content import MAX_CHUNKS, ChunkList, encode_have_map
+from network.media.store import MediaStore
+from network.media.swarm import Download, FetchError, FetchReport, Progress
 from network.settings import MediaSettings
 from network.streams import (  # noqa: F401 - ProtocolViolation, read_frame, write_frame: part of this protocol's API
     ProtocolViolation,
@@ -49,18 +53,17 @@ from network.topics import MAX_HAVE_ADDRS, encode_have
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = "/icn/media/1.0.0"
+PROTOCOL = "/icn/media/1.1.0"
 PROVIDER_ADDR_TTL_SEC = 600
 P_P2P = 0x01A5  # multiaddr code of /p2p/
 MAX_REQUEST_BYTES = 2048
 MAX_PROVIDED_CIDS = 1024  # content ids whose providers are remembered (about 12 hours of slots)
 MAX_PROVIDERS_PER_CID = 64  # peers remembered per content id: more than any fetch asks
 MAX_CHUNKS_PER_REQUEST = 256
-MAX_STATUS_BYTES = 64 * 34 * 1024 + 64  # a status frame may carry a chunk list
+MAX_SESSIONS_PER_PEER = 8  # a fetcher needs one per file it fetches; a few files may overlap
+MAX_STATUS_BYTES = MAX_CHUNKS * 34 + MAX_CHUNKS // 8 + 256  # a watch reply: chunk list and have-map
 
-
-class FetchError(Exception):
-    """No provider could deliver the content; the message says what each one did."""
+__all__ = ["PROTOCOL", "FetchError", "FetchReport", "MediaServer", "MediaService"]
 
 
 # -- serving --------------------------------------------------------------------------------------
@@ -71,21 +74,31 @@ class ServerStats:
 
 
 class MediaServer:
-    """Answers media requests from the store; registered on the host by `MediaService`."""
+    """Answers sessions from the store and from downloads in progress (`downloads`)."""
 
-    def __init__(self, store: MediaStore, settings: MediaSettings) -> None:
+    def __init__(
+        self, store: MediaStore, settings: MediaSettings, downloads: dict[bytes, Progress] | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.downloads = {} if downloads is None else downloads
         self.stats = ServerStats()
-        self._slots = trio.Semaphore(settings.max_serving_streams)
+        self._sessions = trio.Semaphore(settings.max_serving_streams)
+        self._uploads = trio.Semaphore(settings.max_uploads)
+        self._download_started = trio.Event()
+        self._per_peer: Counter = Counter()  # open sessions by peer
+
+    def download_started(self) -> None:
+        """A download began here: sessions waiting for its content can be answered."""
+        self._download_started.set()
+        self._download_started = trio.Event()
 
     async def handle(self, stream: INetStream) -> None:
         try:
-            with trio.fail_after(self.settings.request_timeout_sec * 4):
-                await self._serve(stream)
+            await self._serve(stream)
         except (ProtocolViolation, ProviderUnavailable, trio.TooSlowError) as exc:
             self.stats.requests["bad_request"] += 1
-            log.debug("media request failed: %s", exc)
+            log.debug("media session failed: %s", exc)
             await reset(stream)
         except Exception as exc:  # a dying connection raises the library's own stream errors
             self.stats.requests["stream_error"] += 1
@@ -95,56 +108,136 @@ class MediaServer:
             await close(stream)
 
     async def _serve(self, stream: INetStream) -> None:
-        request = decode_list(await read_frame(stream, MAX_REQUEST_BYTES), MAX_REQUEST_BYTES, "request")
-        op = request[0]
-        if op not in ("list", "chunks") or len(request) != (2 if op == "list" else 3):
-            raise ProtocolViolation(f"unknown request {op!r} of {len(request)} items")
+        with trio.fail_after(self.settings.request_timeout_sec):
+            raw = await read_frame(stream, MAX_REQUEST_BYTES)
+        request = decode_list(raw, MAX_REQUEST_BYTES, "request")
+        if request[0] != "watch" or len(request) != 2:
+            raise ProtocolViolation(f"unknown request {request[0]!r} of {len(request)} items")
         cid = request[1]
         if not isinstance(cid, bytes) or len(cid) != 32:
             raise ProtocolViolation("content id must be 32 bytes")
-        try:
-            self._slots.acquire_nowait()
-        except trio.WouldBlock:
+        peer = getattr(getattr(stream, "muxed_conn", None), "peer_id", None)
+        if self._per_peer[peer] >= MAX_SESSIONS_PER_PEER:  # one peer cannot take every slot
             self.stats.requests["busy"] += 1
-            await write_frame(stream, canonical(["busy"]))
+            await self._send(stream, ["busy"])
             return
         try:
-            chunk_list = await trio.to_thread.run_sync(self.store.chunk_list, cid)
-            if chunk_list is None:
-                self.stats.requests["missing"] += 1
-                await write_frame(stream, canonical(["missing"]))
-                return
-            if op == "list":
-                self.stats.requests["list"] += 1
-                await write_frame(stream, canonical(["ok", chunk_list.encode()]))
-                return
-            indices = request[2]
+            self._sessions.acquire_nowait()
+        except trio.WouldBlock:
+            self.stats.requests["busy"] += 1
+            await self._send(stream, ["busy"])
+            return
+        self._per_peer[peer] += 1
+        try:
+            chunk_list, progress = await self._source(cid)
+            if chunk_list is None:  # a fetch of its own may be about to start: its neighbours ask first
+                with trio.move_on_after(self.settings.missing_wait_sec):
+                    while (progress := self.downloads.get(cid)) is None:
+                        await self._download_started.wait()
+                if progress is None:
+                    self.stats.requests["missing"] += 1
+                    await self._send(stream, ["missing"])
+                    return
+                chunk_list = progress.partial.chunk_list
+            self.stats.requests["session"] += 1
+            have = progress.partial.have if progress is not None else [True] * chunk_list.count
+            await self._send(stream, ["ok", chunk_list.encode(), encode_have_map(have)])
+            writing = trio.Lock()  # a chunks answer and its frames go out whole, never split by a have
+            async with trio.open_nursery() as nursery:
+                if progress is not None:
+                    nursery.start_soon(self._push_have, stream, progress, writing)
+                await self._answer(stream, cid, chunk_list, progress, writing)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._sessions.release()
+            self._per_peer[peer] -= 1
+            if not self._per_peer[peer]:
+                del self._per_peer[peer]
+
+    async def _source(self, cid: bytes) -> tuple[ChunkList | None, Progress | None]:
+        chunk_list = await trio.to_thread.run_sync(self.store.chunk_list, cid)
+        if chunk_list is not None:
+            return chunk_list, None
+        progress = self.downloads.get(cid)
+        return (progress.partial.chunk_list, progress) if progress is not None else (None, None)
+
+    async def _send(self, stream: INetStream, message: list) -> None:
+        with trio.fail_after(self.settings.request_timeout_sec):
+            await write_frame(stream, canonical(message))
+
+    async def _push_have(self, stream: INetStream, progress: Progress, writing: trio.Lock) -> None:
+        partial, sent = progress.partial, progress.held
+        while sent < partial.chunk_list.count and not progress.ended:
+            if progress.held == sent:
+                await progress.changed()
+                continue
+            sent = progress.held
+            async with writing:
+                await self._send(stream, ["have", encode_have_map(partial.have)])
+            if sent < partial.chunk_list.count:  # what verifies meanwhile goes in the next push
+                await trio.sleep(self.settings.have_interval_sec)
+
+    async def _answer(
+        self,
+        stream: INetStream,
+        cid: bytes,
+        chunk_list: ChunkList,
+        progress: Progress | None,
+        writing: trio.Lock,
+    ) -> None:
+        """Chunk requests, one at a time, until the fetcher ends the session or stays idle."""
+        while True:
+            raw = None
+            with trio.move_on_after(self.settings.watch_sec):
+                try:
+                    raw = await read_frame(stream, MAX_REQUEST_BYTES)
+                except ProviderUnavailable:
+                    return  # the fetcher closed its side: the session is over
+            if raw is None:
+                return  # idle for watch_sec: the slot goes to another session
+            request = decode_list(raw, MAX_REQUEST_BYTES, "request")
+            indices = request[1] if len(request) == 2 else None
             if (
-                not isinstance(indices, list)
+                request[0] != "get"
+                or not isinstance(indices, list)
                 or not 0 < len(indices) <= MAX_CHUNKS_PER_REQUEST
                 or not all(type(i) is int and 0 <= i < chunk_list.count for i in indices)
             ):
-                raise ProtocolViolation("chunk indices out of range")
-            self.stats.requests["chunks"] += 1
-            await write_frame(stream, canonical(["ok"]))
-            for index in indices:
-                data = self.store.read_chunk(cid, index, chunk_list)
-                await write_frame(stream, data)
-                self.stats.bytes_served += len(data)
-        finally:
-            self._slots.release()
+                raise ProtocolViolation('a session request must be ["get", [chunk index, ...]]')
+            if progress is not None and not all(progress.partial.have[i] for i in indices):
+                self.stats.requests["missing"] += 1
+                async with writing:
+                    await self._send(stream, ["missing"])
+                continue
+            try:
+                self._uploads.acquire_nowait()
+            except trio.WouldBlock:
+                self.stats.requests["busy"] += 1
+                async with writing:
+                    await self._send(stream, ["busy"])
+                continue
+            try:
+                self.stats.requests["chunks"] += 1
+                async with writing:
+                    with trio.fail_after(self.settings.request_timeout_sec * 4):
+                        await write_frame(stream, canonical(["chunks", indices]))
+                        for index in indices:
+                            data = self._read(cid, index, chunk_list, progress)
+                            await write_frame(stream, data)
+                            self.stats.bytes_served += len(data)
+            finally:
+                self._uploads.release()
+
+    def _read(self, cid: bytes, index: int, chunk_list: ChunkList, progress: Progress | None) -> bytes:
+        if progress is not None:
+            try:
+                return progress.partial.read_chunk(index)
+            except FileNotFoundError:  # the download finished meanwhile: the file moved into the store
+                pass
+        return self.store.read_chunk(cid, index, chunk_list)
 
 
 # -- fetching -------------------------------------------------------------------------------------
-@dataclass
-class FetchReport:
-    cid: bytes
-    path: Path
-    bytes_from: Counter = field(default_factory=Counter)  # peer -> bytes received
-    failures: dict = field(default_factory=dict)  # peer -> reason
-    resumed_chunks: int = 0
-
-
 class MediaService:
     """Serving and fetching media for one host, with the providers it has heard of."""
 
@@ -152,9 +245,11 @@ class MediaService:
         self.net = net
         self.store = store
         self.settings = settings or net.settings.media
-        self.server = MediaServer(store, self.settings)
+        self.downloads: dict[bytes, Progress] = {}  # served while in progress
+        self.server = MediaServer(store, self.settings, self.downloads)
         # newest last; bounded, because any peer can gossip "have" for content ids it makes up
         self.providers: OrderedDict[bytes, set[ID]] = OrderedDict()
+        self._fetching: dict[bytes, trio.Event] = {}
         net.set_stream_handler(PROTOCOL, self.server.handle)
 
     def add_provider(self, cid: bytes, peer: ID, addrs: Iterable[str] = ()) -> None:
@@ -182,36 +277,37 @@ class MediaService:
         return encode_have(cid, [str(a) for a in self.net.addrs()][:MAX_HAVE_ADDRS])
 
     async def fetch(self, cid: bytes, providers: Iterable[ID] = ()) -> FetchReport:
-        """Download `cid` into the store (no-op when present).
+        """Download `cid` into the store (no-op when present) from every peer that has some of it.
 
-        `providers` are tried in the order given (the caller's preference, e.g. the
-        director that made the file), then the providers learnt from gossip, in an
-        order of this node's own so that fetchers spread over them.
+        `providers` are preferred in the order given (e.g. the directors that made the
+        file), then the providers learnt from gossip, then the connected neighbours
+        (which may be downloading it too), each group in an order of this node's own so
+        that fetchers spread over them. A second fetch of a content id already being
+        fetched waits for the first.
         """
+        while (running := self._fetching.get(cid)) is not None:
+            await running.wait()
         if self.store.has(cid):
             return FetchReport(cid, self.store.path(cid))
         given = [p for p in dict.fromkeys(providers) if p != self.net.peer_id]
-        candidates = given + self._order(cid, self.providers.get(cid, set()) - set(given))
-        report = FetchReport(cid, self.store.path(cid))
-        if not candidates:
+        if not given and not self.providers.get(cid) and not self.net.connected_peers():
             raise FetchError(f"{cid.hex()}: no provider known")
-        chunk_list = await self._fetch_list(cid, candidates, report)
-        partial = await trio.to_thread.run_sync(self.store.open_partial, chunk_list)
-        report.resumed_chunks = chunk_list.count - len(partial.missing())
-        await _Download(self, partial, [p for p in candidates if p not in report.failures], report).run()
-        report.path = await trio.to_thread.run_sync(partial.finish)
-        return report
+        report = FetchReport(cid, self.store.path(cid))
+        done = self._fetching[cid] = trio.Event()
+        try:
+            download = Download(self, cid, report, lambda: self._candidates(cid, given), self._open_progress)
+            partial = await download.run()
+            report.path = await trio.to_thread.run_sync(partial.finish)
+            return report
+        finally:
+            progress = self.downloads.pop(cid, None)
+            if progress is not None:
+                progress.end()
+            del self._fetching[cid]
+            done.set()
 
-    # -- internals ------------------------------------------------------------------------------
-    def _order(self, cid: bytes, providers: set[ID]) -> list[ID]:
-        """Providers in an order of this node's own (rendezvous hashing), so fetchers spread out."""
-        me = self.net.peer_id.to_bytes()
-        return sorted(
-            (p for p in providers if p != self.net.peer_id),
-            key=lambda p: hashlib.sha256(me + cid + p.to_bytes()).digest(),
-        )
-
-    async def _request(self, peer: ID, request: list) -> tuple[INetStream, list]:
+    # -- what a Download asks of the service ----------------------------------------------------------
+    async def request(self, peer: ID, request: list) -> tuple[INetStream, list]:
         stream = await self.net.new_stream(peer, PROTOCOL)
         try:
             await write_frame(stream, canonical(request))
@@ -227,151 +323,30 @@ class MediaService:
             raise ProtocolViolation(f"unknown status {status[0]!r}")
         return stream, status
 
-    async def _fetch_list(self, cid: bytes, candidates: list[ID], report: FetchReport) -> ChunkList:
-        """Ask up to `parallel_providers` providers at once; the first valid chunk list wins.
-
-        Racing matters on a loaded network: one provider that accepts the stream and then
-        answers slowly would otherwise hold the whole fetch for a full request timeout.
-        """
-        width = self.settings.parallel_providers
-        for first in range(0, len(candidates), width):
-            found: list[ChunkList] = []
-            async with trio.open_nursery() as nursery:
-                for peer in candidates[first : first + width]:
-                    nursery.start_soon(self._ask_list, peer, cid, report, found, nursery.cancel_scope)
-            if found:
-                chunk_list = found[0]
-                if chunk_list.size > self.settings.max_file_bytes:
-                    raise FetchError(
-                        f"{cid.hex()}: {chunk_list.size} bytes exceeds media.max_file_bytes "
-                        f"({self.settings.max_file_bytes})"
-                    )
-                return chunk_list
-        raise FetchError(f"{cid.hex()}: no provider gave a valid chunk list ({_describe(report.failures)})")
-
-    async def _ask_list(
-        self, peer: ID, cid: bytes, report: FetchReport, found: list[ChunkList], done: trio.CancelScope
-    ) -> None:
-        try:
-            with trio.fail_after(self.settings.request_timeout_sec):
-                stream, status = await self._request(peer, ["list", cid])
-                await close(stream)
-            if len(status) != 2 or not isinstance(status[1], bytes):
-                raise ProtocolViolation("list reply without a chunk list")
-            try:
-                chunk_list = ChunkList.decode(status[1])
-            except DecodeError as exc:
-                raise ProtocolViolation(f"chunk list: {exc}") from None
-            if chunk_list.content_id != cid:
-                raise ProtocolViolation("chunk list does not hash to the content id")
-        except ProtocolViolation as exc:
-            self._violation(peer, report, exc)
-            return
-        except (ProviderUnavailable, trio.TooSlowError, Exception) as exc:  # that provider cannot help now
-            report.failures[peer] = f"list: {exc or type(exc).__name__}"
-            return
-        found.append(chunk_list)
-        done.cancel()
-
-    def _violation(self, peer: ID, report: FetchReport, exc: Exception) -> None:
+    def violation(self, peer: ID, report: FetchReport, exc: Exception) -> None:
         report.failures[peer] = f"cut off: {exc}"
         self.net.reputation.penalize(peer, "media_violation")
         log.warning("media provider %s cut off: %s", peer, exc)
 
+    # -- internals ------------------------------------------------------------------------------
+    def _candidates(self, cid: bytes, given: list[ID]) -> list[tuple[ID, bool]]:
+        """Every peer to ask, in preference order, each with whether it is connected already."""
+        connected = set(self.net.connected_peers())
+        providers = self.providers.get(cid, set()) - set(given)
+        neighbours = connected - providers - set(given)
+        ordered = given + self._order(cid, providers) + self._order(cid, neighbours)
+        return [(peer, peer in connected) for peer in ordered]
 
-def _describe(failures: dict) -> str:
-    return "; ".join(f"{peer}: {why}" for peer, why in failures.items()) or "none tried"
+    def _order(self, cid: bytes, peers: set[ID]) -> list[ID]:
+        """Peers in an order of this node's own (rendezvous hashing), so fetchers spread out."""
+        me = self.net.peer_id.to_bytes()
+        return sorted(
+            (p for p in peers if p != self.net.peer_id),
+            key=lambda p: hashlib.sha256(me + cid + p.to_bytes()).digest(),
+        )
 
-
-class _Download:
-    """Shares a file's missing chunks among providers; a failed provider's chunks go back."""
-
-    def __init__(self, service: MediaService, partial: PartialFile, providers: list[ID], report: FetchReport):
-        self.service = service
-        self.partial = partial
-        self.report = report
-        self.queue: deque[int] = deque(partial.missing())
-        self.in_flight = 0
-        self.spare = deque(providers)
-        self.used: set[ID] = set()
-        self.workers = 0
-        self.changed = trio.Event()
-
-    async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            self._recruit(nursery)
-        if self.queue:
-            raise FetchError(
-                f"{self.partial.cid.hex()}: {len(self.queue)} chunks undelivered "
-                f"({_describe(self.report.failures)})"
-            )
-
-    def _wake(self) -> None:
-        self.changed.set()
-        self.changed = trio.Event()
-
-    def _recruit(self, nursery: trio.Nursery) -> None:
-        """Fill free worker places from the spares, then from providers learnt since the start."""
-        learnt = self.service.providers.get(self.partial.cid, set()) - self.used - set(self.spare)
-        self.spare.extend(self.service._order(self.partial.cid, learnt))
-        while self.spare and self.workers < self.service.settings.parallel_providers and self.queue:
-            peer = self.spare.popleft()
-            if peer in self.used or peer in self.report.failures:
-                continue
-            self.used.add(peer)
-            self.workers += 1
-            nursery.start_soon(self._worker, peer, nursery)
-
-    async def _worker(self, peer: ID, nursery: trio.Nursery) -> None:
-        try:
-            await self._work(peer, nursery)
-        finally:
-            self.workers -= 1
-        self._recruit(nursery)
-        self._wake()
-
-    async def _work(self, peer: ID, nursery: trio.Nursery) -> None:
-        batch: list[int] = []
-        try:
-            while True:
-                if not self.queue:
-                    if self.in_flight == 0:
-                        return
-                    await self.changed.wait()
-                    continue
-                n = self.service.settings.chunks_per_request
-                batch = [self.queue.popleft() for _ in range(min(n, len(self.queue)))]
-                self.in_flight += len(batch)
-                await self._fetch_batch(peer, batch)
-                self.in_flight -= len(batch)
-                batch = []
-                self._recruit(nursery)
-                self._wake()
-        except ProtocolViolation as exc:
-            self.service._violation(peer, self.report, exc)
-        except (ProviderUnavailable, trio.TooSlowError, StoreError, Exception) as exc:
-            self.report.failures[peer] = f"chunks: {exc or type(exc).__name__}"
-            log.info("media provider %s dropped: %s", peer, exc)
-        # this provider is done with: its unfinished chunks go back for the others
-        unfinished = [i for i in batch if not self.partial.have[i]]
-        self.in_flight -= len(batch)
-        self.queue.extendleft(reversed(unfinished))
-
-    async def _fetch_batch(self, peer: ID, batch: list[int]) -> None:
-        settings = self.service.settings
-        chunk_list = self.partial.chunk_list
-        with trio.fail_after(settings.request_timeout_sec):
-            stream, _ = await self.service._request(peer, ["chunks", self.partial.cid, batch])
-        try:
-            for index in batch:
-                expected = chunk_list.chunk_length(index)
-                with trio.fail_after(settings.request_timeout_sec):
-                    data = await read_frame(stream, expected)
-                if len(data) != expected or not self.partial.check_chunk(index, data):
-                    raise ProtocolViolation(f"chunk {index} does not match the chunk list")
-                self.partial.write_chunk(index, data)
-                self.report.bytes_from[peer] += len(data)
-        except BaseException:
-            await reset(stream)
-            raise
-        await close(stream)
+    async def _open_progress(self, chunk_list: ChunkList) -> Progress:
+        partial = await trio.to_thread.run_sync(self.store.open_partial, chunk_list)
+        progress = self.downloads[chunk_list.content_id] = Progress(partial)
+        self.server.download_started()
+        return progress

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import random
 from pathlib import Path
 
+import cbor2
 import pytest
 import trio
 
 from consensus.messages import canonical
 from network.faults import FaultPlan
-from network.media.content import CHUNK_BYTES, ChunkList
+from network.media.content import CHUNK_BYTES, ChunkList, encode_have_map
 from network.media.store import MediaStore
 from network.media.transfer import PROTOCOL, FetchError, MediaService, read_frame, write_frame
 from network.settings import MediaSettings
+from network.streams import ProviderUnavailable
 from tests.network.conftest import settings, swarm, wait_for
 
 pytestmark = pytest.mark.trio
@@ -28,34 +32,180 @@ def services(sw, tmp_path: Path) -> list[MediaService]:
     return [MediaService(h, MediaStore(tmp_path / f"store{i}")) for i, h in enumerate(sw.hosts)]
 
 
-async def test_a_5_mb_file_spreads_to_9_peers_verified_and_served_by_those_that_have_it(tmp_path) -> None:
+async def test_a_5_mb_file_fetched_by_9_peers_at_once_is_shared_among_them(tmp_path) -> None:
+    """Every fetcher knows only the first holder; they swarm: chunks come from each other too."""
     data = payload(5 * 1024 * 1024)
-    async with swarm(10) as sw:
+    one_upload = MediaSettings(max_uploads=1)  # the first holder serves one request at a time
+    async with swarm(10, net_settings=lambda i: settings(media=one_upload)) as sw:
         media = services(sw, tmp_path)
         cid = media[0].store.add_bytes(data)
-        have = [sw.hosts[0].peer_id]
+        reports = {}
 
         async def fetch(i: int) -> None:
-            for peer in have:  # as the media-have gossip would tell it
-                media[i].add_provider(cid, peer)
-            report = await media[i].fetch(cid)
-            assert report.path.read_bytes() == data
-            have.append(sw.hosts[i].peer_id)  # it serves now: later fetchers may use it
+            media[i].add_provider(cid, sw.hosts[0].peer_id)  # as the media-have gossip would tell it
+            reports[i] = await media[i].fetch(cid)
 
-        # three waves, each fetching from everyone that had the file before it
-        for wave in ([1, 2, 3], [4, 5, 6], [7, 8, 9]):
-            async with trio.open_nursery() as nursery:
-                for i in wave:
-                    nursery.start_soon(fetch, i)
+        async with trio.open_nursery() as nursery:
+            for i in range(1, 10):
+                nursery.start_soon(fetch, i)
         for i in range(1, 10):
-            assert media[i].store.has(cid)
+            assert reports[i].path.read_bytes() == data
             assert (
                 hashlib.sha256(media[i].store.path(cid).read_bytes()).digest()
                 == hashlib.sha256(data).digest()
             )
+            assert sum(reports[i].bytes_from.values()) == len(
+                data
+            )  # each chunk counted once, from its first copy
         served = [s.server.stats.bytes_served for s in media]
-        assert sum(served) == 9 * len(data)
-        assert sum(1 for b in served[1:] if b > 0) >= 3  # the load spread beyond the first provider
+        assert sum(served) >= 9 * len(data)
+        assert served[0] < 9 * len(data)  # the first holder did not upload every copy
+        assert sum(1 for b in served[1:] if b > 0) >= 3  # fetchers served each other mid-download
+        assert (
+            media[0].server.stats.requests["busy"] + sum(s.server.stats.requests["busy"] for s in media) > 0
+        )
+
+
+async def _get(stream, chunks: list[int]) -> list:
+    """Ask a session for chunks; the answer header (have-map pushes before it are skipped)."""
+    await write_frame(stream, canonical(["get", chunks]))
+    while True:
+        answer = cbor2.loads(await read_frame(stream, 64 * 1024))
+        if answer[0] != "have":
+            return answer
+
+
+async def test_a_download_in_progress_serves_its_verified_chunks_and_pushes_its_have_map(tmp_path) -> None:
+    from network.media.content import decode_have_map
+    from network.media.swarm import Progress
+
+    data = payload(6 * CHUNK_BYTES, seed=7)
+    chunk_list = ChunkList.of_bytes(data)
+    cid = chunk_list.content_id
+    async with swarm(2) as sw:
+        media = services(sw, tmp_path)
+        partial = media[0].store.open_partial(chunk_list)
+        progress = media[0].downloads[cid] = Progress(partial)
+        for i in (0, 2):
+            partial.write_chunk(i, data[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES])
+            progress.verified()
+        peer = sw.hosts[0].peer_id
+
+        stream, status = await media[1].request(peer, ["watch", cid])
+        assert status[1] == chunk_list.encode()
+        assert decode_have_map(status[2], 6) == [True, False, True, False, False, False]
+        partial.write_chunk(5, data[5 * CHUNK_BYTES :])
+        progress.verified()
+        with trio.fail_after(5):
+            pushed = cbor2.loads(await read_frame(stream, 1024))
+        assert pushed[0] == "have" and decode_have_map(pushed[1], 6) == [
+            True,
+            False,
+            True,
+            False,
+            False,
+            True,
+        ]
+
+        assert await _get(stream, [2, 0]) == ["chunks", [2, 0]]
+        assert await read_frame(stream, CHUNK_BYTES) == data[2 * CHUNK_BYTES : 3 * CHUNK_BYTES]
+        assert await read_frame(stream, CHUNK_BYTES) == data[:CHUNK_BYTES]
+        assert await _get(stream, [0, 1]) == ["missing"]  # chunk 1 is not verified there yet
+
+        # the download completes: the last push is the whole map, and the session still answers
+        for i in (1, 3, 4):
+            partial.write_chunk(i, data[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES])
+            progress.verified()
+        with trio.fail_after(5):
+            while not all(decode_have_map(pushed[1], 6)):
+                pushed = cbor2.loads(await read_frame(stream, 1024))
+        assert await _get(stream, [1]) == ["chunks", [1]]
+        assert await read_frame(stream, CHUNK_BYTES) == data[CHUNK_BYTES : 2 * CHUNK_BYTES]
+        await stream.close()  # the fetcher ends the session; so does the server
+        with pytest.raises(ProviderUnavailable, match="stream closed"):
+            await read_frame(stream, 1)
+        await wait_for(lambda: media[0].server.stats.requests["session"] == 1)
+        assert media[0].server.stats.requests["bad_request"] == 0
+
+
+async def test_a_provider_at_its_upload_limit_answers_busy(tmp_path) -> None:
+    data = payload(40 * CHUNK_BYTES, seed=8)
+    one_upload = MediaSettings(max_uploads=1)
+    async with swarm(2, net_settings=lambda i: settings(media=one_upload)) as sw:
+        media = services(sw, tmp_path)
+        cid = media[0].store.add_bytes(data)
+        peer = sw.hosts[0].peer_id
+        # a reader that does not read holds the one upload slot (flow control stops the writer)
+        held, _ = await media[1].request(peer, ["watch", cid])
+        await write_frame(held, canonical(["get", list(range(40))]))
+        other, _ = await media[1].request(peer, ["watch", cid])
+        assert await _get(other, [0]) == ["busy"]
+        assert media[0].server.stats.requests["busy"] == 1
+        await held.reset()
+        await wait_for(lambda: media[0].server.stats.requests["stream_error"] == 1)
+        assert await _get(other, [1]) == ["chunks", [1]]  # the slot is free again
+        assert await read_frame(other, CHUNK_BYTES) == data[CHUNK_BYTES : 2 * CHUNK_BYTES]
+
+
+async def test_one_peer_cannot_hold_every_session_slot(tmp_path) -> None:
+    from network.media.transfer import MAX_SESSIONS_PER_PEER
+
+    data = payload(CHUNK_BYTES, seed=10)
+    async with swarm(3) as sw:
+        media = services(sw, tmp_path)
+        cid = media[0].store.add_bytes(data)
+        peer = sw.hosts[0].peer_id
+        held = [(await media[1].request(peer, ["watch", cid]))[0] for _ in range(MAX_SESSIONS_PER_PEER)]
+        with pytest.raises(ProviderUnavailable, match="busy"):
+            await media[1].request(peer, ["watch", cid])
+        stream, _ = await media[2].request(peer, ["watch", cid])  # another peer still gets one
+        assert await _get(stream, [0]) == ["chunks", [0]]
+        await held[0].close()  # a session ended frees its place
+        with trio.fail_after(10):
+            while True:
+                with contextlib.suppress(ProviderUnavailable):
+                    await media[1].request(peer, ["watch", cid])
+                    break
+                await trio.sleep(0.05)
+
+
+async def _serve_session(stream, chunk_list: ChunkList, answer) -> None:
+    """A hand-written provider: the right list and a full have-map, then `answer(indices)` per get."""
+    request = cbor2.loads(await read_frame(stream, 4096))
+    assert request[0] == "watch"
+    await write_frame(
+        stream, canonical(["ok", chunk_list.encode(), encode_have_map([True] * chunk_list.count)])
+    )
+    while True:
+        request = cbor2.loads(await read_frame(stream, 4096))
+        await answer(request[1])
+
+
+async def test_endgame_asks_a_second_peer_and_the_stall_is_no_failure(tmp_path) -> None:
+    """The last chunk asked of a provider that stalls comes from another peer; the stall costs nothing."""
+    data = payload(2 * CHUNK_BYTES, seed=9)
+    chunk_list = ChunkList.of_bytes(data)
+    stalled = trio.Event()
+
+    async def stall(indices) -> None:
+        stalled.set()
+        await trio.sleep_forever()  # until the fetcher resets the session
+
+    async def stalling(stream) -> None:
+        with contextlib.suppress(Exception):
+            await _serve_session(stream, chunk_list, stall)
+
+    two = MediaSettings(parallel_providers=2, chunks_per_request=1, request_timeout_sec=30)
+    async with swarm(3, net_settings=lambda i: settings(media=two)) as sw:
+        media = services(sw, tmp_path)
+        sw.hosts[0].set_stream_handler(PROTOCOL, stalling)
+        cid = media[1].store.add_bytes(data)
+        with trio.fail_after(20):  # far below the 30 s request timeout that would drop host 0
+            report = await media[2].fetch(cid, [sw.hosts[0].peer_id, sw.hosts[1].peer_id])
+        assert stalled.is_set()  # host 0 was asked for a chunk
+        assert report.path.read_bytes() == data
+        assert report.bytes_from[sw.hosts[1].peer_id] == len(data)
+        assert sw.hosts[0].peer_id not in report.failures
 
 
 async def test_a_provider_killed_mid_transfer_and_the_transfer_completes_from_another(tmp_path) -> None:
@@ -65,17 +215,17 @@ async def test_a_provider_killed_mid_transfer_and_the_transfer_completes_from_an
     async with swarm(3, faults=plan, net_settings=lambda i: settings(media=slow)) as sw:
         media = services(sw, tmp_path)
         cid = media[0].store.add_bytes(data)
-        media[1].store.add_bytes(data)
         plan.set_link(sw.hosts[0].peer_id, sw.hosts[2].peer_id, delay_sec=0.3)  # host 0 serves slowly
         result = {}
 
         async def fetch() -> None:
-            result["report"] = await media[2].fetch(cid, [sw.hosts[0].peer_id, sw.hosts[1].peer_id])
+            result["report"] = await media[2].fetch(cid, [sw.hosts[0].peer_id])
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(fetch)
             # one chunk per request, one request at a time: a second chunk served means the first arrived
             await wait_for(lambda: media[0].server.stats.bytes_served >= 2 * CHUNK_BYTES)
+            media[1].store.add_bytes(data)  # a neighbour that said "missing" has it now
             sw.kill(0)
         report = result["report"]
         assert report.path.read_bytes() == data
@@ -85,27 +235,34 @@ async def test_a_provider_killed_mid_transfer_and_the_transfer_completes_from_an
 
 
 async def _evil_provider(sw, index: int, data: bytes, behaviour: str) -> None:
-    """Host `index` answers the media protocol with the right chunk list and wrong chunks."""
+    """Host `index` opens sessions with the right chunk list, then misbehaves as `behaviour` says."""
     chunk_list = ChunkList.of_bytes(data)
 
+    async def answer_wrongly(stream, indices) -> None:
+        await write_frame(stream, canonical(["chunks", indices]))
+        for i in indices:
+            n = chunk_list.chunk_length(i)
+            await write_frame(stream, b"\x00" * (n if behaviour == "garbage" else n + 1))
+
     async def handle(stream) -> None:
-        request = __import__("cbor2").loads(await read_frame(stream, 4096))
-        if request[0] == "list":
-            await write_frame(stream, canonical(["ok", chunk_list.encode()]))
-        else:
-            await write_frame(stream, canonical(["ok"]))
-            for i in request[2]:
-                n = chunk_list.chunk_length(i)
-                if behaviour == "garbage":
-                    await write_frame(stream, b"\x00" * n)
-                else:  # more than announced
-                    await write_frame(stream, b"\x00" * (n + 1))
-        await stream.close()
+        with contextlib.suppress(Exception):  # the fetcher resets the session once it sees the lie
+            if behaviour == "bad-have":
+                await read_frame(stream, 4096)
+                have = encode_have_map([True] * chunk_list.count) + b"\x00"  # one byte too many
+                await write_frame(stream, canonical(["ok", chunk_list.encode(), have]))
+            elif behaviour == "unasked":
+                await read_frame(stream, 4096)
+                have = encode_have_map([True] * chunk_list.count)
+                await write_frame(stream, canonical(["ok", chunk_list.encode(), have]))
+                await write_frame(stream, canonical(["chunks", [0]]))  # an answer to nothing
+            else:
+                await _serve_session(stream, chunk_list, functools.partial(answer_wrongly, stream))
+            await trio.sleep(5)
 
     sw.hosts[index].set_stream_handler(PROTOCOL, handle)
 
 
-@pytest.mark.parametrize("behaviour", ["garbage", "oversize"])
+@pytest.mark.parametrize("behaviour", ["garbage", "oversize", "bad-have", "unasked"])
 async def test_a_provider_sending_bad_chunks_is_cut_off_penalised_and_replaced(tmp_path, behaviour) -> None:
     data = payload(3 * CHUNK_BYTES + 100, seed=1)
     one_each = MediaSettings(chunks_per_request=1)  # both providers get work from the start
@@ -122,7 +279,7 @@ async def test_a_provider_sending_bad_chunks_is_cut_off_penalised_and_replaced(t
 
 async def test_no_good_provider_gives_a_clear_error_and_nothing_is_stored(tmp_path) -> None:
     data = payload(2 * CHUNK_BYTES, seed=2)
-    async with swarm(2) as sw:
+    async with swarm(3, topology=[(0, 1)]) as sw:  # host 2 knows no one
         media = services(sw, tmp_path)
         await _evil_provider(sw, 0, data, "garbage")
         cid = ChunkList.of_bytes(data).content_id
@@ -130,9 +287,9 @@ async def test_no_good_provider_gives_a_clear_error_and_nothing_is_stored(tmp_pa
             await media[1].fetch(cid, [sw.hosts[0].peer_id])
         assert not media[1].store.has(cid)
         with pytest.raises(FetchError, match="no provider known"):
-            await media[1].fetch(b"\x05" * 32)
+            await media[2].fetch(b"\x05" * 32)
         with pytest.raises(FetchError, match="no provider gave a valid chunk list"):
-            await media[1].fetch(b"\x05" * 32, [sw.hosts[0].peer_id])
+            await media[1].fetch(b"\x05" * 32)  # its neighbour's list is not that content's
 
 
 async def test_files_over_the_size_limit_are_refused_before_download(tmp_path) -> None:

@@ -1,0 +1,487 @@
+"""One file's download from a swarm: have-maps, rarest-first requests, busy providers, endgame.
+
+Why a swarm and not "ask whoever has the whole file": at a slot's end every node
+wants the same file at the same moment, and the few nodes that hold it whole (its
+directors) would upload every copy. Here every node serves the chunks it has
+verified while its own download is still running, so a chunk one node received
+a moment ago is already available to its neighbours:
+
+- **sessions and have-maps**: a download opens one stream, a session, to each peer
+  it knows (providers first, then its neighbours); the peer answers with the chunk
+  list and its have-map, pushes the have-map again each time it verifies more
+  (BitTorrent's HAVE messages), and answers chunk requests on the same stream.
+  One stream per peer and file, not one per request: py-libp2p spends milliseconds
+  of CPU on every stream it opens (multistream negotiation), which on a loaded
+  machine cost more than the chunks;
+- **rarest first**: chunks are asked for from the peers that have them, the ones
+  fewest watched peers hold first (ties at random), so what the swarm holds
+  diversifies instead of every fetcher taking chunk 0 from the same peer;
+- **busy**: a provider serves at most `max_uploads` chunk requests at once and
+  answers the rest "busy"; the fetcher asks another peer and comes back after a
+  short random pause, so the first holder's upload is shared with those that got
+  chunks from it;
+- **endgame**: when every chunk still missing is already asked for, a free
+  request slot asks a second peer for one of them; whichever answers first wins,
+  and a session whose answer is no longer needed when the file is whole is reset,
+  so one slow peer does not hold the file.
+
+Every chunk is checked against the chunk list (itself checked against the
+content id the certificate carries) before it is written or served; a peer that
+sends a wrong chunk, a wrong list or a malformed have-map is cut off and
+penalised. This module owns one download's state; it speaks through a small
+`Requester` so it knows nothing of hosts or the store's layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+
+from consensus.wire import DecodeError, canonical
+from network.media.content import ChunkList, decode_have_map
+from network.media.store import PartialFile, StoreError
+from network.settings import MediaSettings
+from network.streams import (
+    ProtocolViolation,
+    ProviderUnavailable,
+    close,
+    decode_list,
+    read_frame,
+    reset,
+    write_frame,
+)
+
+log = logging.getLogger(__name__)
+
+BUSY_PAUSE_SEC = (0.05, 0.2)  # a busy provider is asked again after a random pause in this range
+ENDGAME_COPIES = 2  # peers one missing chunk may be asked for at once, in endgame
+ENDGAME_AFTER_SEC = 0.5  # and only once its first request has waited this long
+DIAL_AFTER_SEC = 0.5  # peers not connected are dialled when the connected ones bring no news this long
+MAX_MESSAGE_BYTES = 64 * 1024  # a session message other than chunk data: have-map or answer header
+CLOSE_TIMEOUT_SEC = 2.0  # sessions closed gracefully at the end of a download, then reset
+
+
+class FetchError(Exception):
+    """No provider could deliver the content; the message says what each one did."""
+
+
+@dataclass
+class FetchReport:
+    cid: bytes
+    path: Path
+    bytes_from: Counter = field(default_factory=Counter)  # peer -> bytes of chunks it delivered first
+    duplicate_bytes: int = 0  # endgame: chunks that arrived after another peer's copy
+    failures: dict = field(default_factory=dict)  # peer -> reason
+    resumed_chunks: int = 0
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def describe(failures: dict) -> str:
+    return "; ".join(f"{peer}: {why}" for peer, why in failures.items()) or "none tried"
+
+
+class Requester(Protocol):
+    """What a download needs from the media service: requests to peers, and penalties."""
+
+    settings: MediaSettings
+
+    async def request(self, peer: ID, request: list) -> tuple[INetStream, list]:
+        """Open a stream, send `request`, return the stream and the "ok" status (raises otherwise)."""
+        ...
+
+    def violation(self, peer: ID, report: FetchReport, exc: Exception) -> None:
+        """`peer` broke the protocol: record it in `report` and penalise it."""
+        ...
+
+
+class Progress:
+    """A download in progress as this node's server sees it: the chunks verified so far.
+
+    Shared by the download (which adds chunks) and the server (which serves them and
+    pushes have-maps to watchers), both in the node's one trio thread.
+    """
+
+    def __init__(self, partial: PartialFile) -> None:
+        self.partial = partial
+        self.held = sum(partial.have)
+        self.ended = False
+        self._changed = trio.Event()
+
+    def verified(self) -> None:
+        self.held += 1
+        self._wake()
+
+    def end(self) -> None:
+        self.ended = True
+        self._wake()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+
+@dataclass
+class _Peer:
+    """One peer as this download sees it, and the session with it (owned by `Download`)."""
+
+    id: ID
+    rank: int  # the caller's preference: lower is asked first
+    near: bool = False  # connected already: no dial needed
+    have: list[bool] | None = None  # None until its first have-map
+    state: str = "idle"  # idle | opening | open | later | dropped
+    retry_at: float = 0.0  # when a "later" session is opened again
+    busy_until: float = 0.0
+    asked: list[int] | None = None  # the chunk request it has not answered yet
+    asked_at: float = 0.0
+    stream: INetStream | None = None
+    outbox: trio.MemorySendChannel | None = None
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+class Download:
+    """Fetch one content id into a partial file from every peer that has some of it."""
+
+    def __init__(
+        self,
+        requester: Requester,
+        cid: bytes,
+        report: FetchReport,
+        candidates: Callable[[], Iterable[tuple[ID, bool]]],
+        open_progress: Callable[[ChunkList], Awaitable[Progress]],
+    ) -> None:
+        self.requester = requester
+        self.settings = requester.settings
+        self.cid = cid
+        self.report = report
+        self._candidates = candidates
+        self._open_progress = open_progress
+        self.peers: dict[ID, _Peer] = {}
+        self.chunk_list: ChunkList | None = None
+        self.progress: Progress | None = None
+        self.need: set[int] = set()
+        self.asked: dict[int, set[ID]] = {}  # chunk -> peers it is being asked from
+        self._changed = trio.Event()
+        self._news = trio.current_time()  # when a chunk or a have-map last arrived
+        self._nursery: trio.Nursery | None = None
+
+    # -- the scheduler ------------------------------------------------------------------------------
+    async def run(self) -> PartialFile:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self._schedule()
+            await self._close_sessions()
+            nursery.cancel_scope.cancel()
+        if self.chunk_list is None:
+            raise FetchError(
+                f"{self.cid.hex()}: no provider gave a valid chunk list ({describe(self.report.failures)})"
+            )
+        if self.progress is None:  # too large: refused before download
+            raise FetchError(
+                f"{self.cid.hex()}: {self.chunk_list.size} bytes exceeds media.max_file_bytes "
+                f"({self.settings.max_file_bytes})"
+            )
+        if self.need:
+            raise FetchError(
+                f"{self.cid.hex()}: {len(self.need)} chunks undelivered ({describe(self.report.failures)})"
+            )
+        return self.progress.partial
+
+    async def _schedule(self) -> None:
+        """Until the file is whole or nothing can bring more of it; `run` says which."""
+        while self.chunk_list is None:
+            self._recruit(first_round=True)
+            if not any(p.state == "opening" for p in self.peers.values()):
+                return
+            await self._wait(math.inf)
+        if self.chunk_list.size > self.settings.max_file_bytes:
+            return
+        self.progress = await self._open_progress(self.chunk_list)
+        self.need = set(self.progress.partial.missing())
+        self.report.resumed_chunks = self.chunk_list.count - len(self.need)
+        while self.need:
+            self._expire()
+            self._recruit(first_round=False)
+            self._assign()
+            if not self._hopeful():
+                return
+            await self._wait(self._next_timer())
+
+    async def _close_sessions(self) -> None:
+        """End each session: gracefully where nothing is owed to us, by reset where an answer is."""
+        for peer in self.peers.values():
+            if peer.stream is None:
+                continue
+            if peer.asked is not None:
+                peer.scope.cancel()
+            else:
+                await close(peer.stream)  # the peer sees the end, ends its side, and our reader stops
+        with trio.move_on_after(CLOSE_TIMEOUT_SEC):
+            while any(p.stream is not None for p in self.peers.values()):
+                await self._changed.wait()
+
+    async def _wait(self, until: float) -> None:
+        with trio.move_on_at(until):
+            await self._changed.wait()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _recruit(self, *, first_round: bool) -> None:
+        """Track peers learnt since, and open sessions to those not yet asked or due again."""
+        for peer_id, connected in self._candidates():
+            peer = self.peers.get(peer_id)
+            if peer is None:
+                peer = self.peers[peer_id] = _Peer(peer_id, rank=len(self.peers))
+            peer.near = connected
+        now = trio.current_time()
+        active = sum(1 for p in self.peers.values() if p.state in ("opening", "open"))
+        # Peers already connected first: dialling costs both ends a handshake, and a provider every
+        # fetcher dials (the directors) would spend its CPU on handshakes. Others are dialled when
+        # no connected peer can help, or none has brought news for a while.
+        near_busy = any(p.near and p.state in ("opening", "open") for p in self.peers.values())
+        dial = not near_busy or now - self._news > DIAL_AFTER_SEC
+        for peer in sorted(self.peers.values(), key=lambda p: (not p.near, p.rank)):
+            if active >= self.settings.watched_peers or (not peer.near and not dial):
+                break
+            if peer.state == "idle" or (peer.state == "later" and not first_round and peer.retry_at <= now):
+                peer.state = "opening"
+                peer.scope = trio.CancelScope()
+                active += 1
+                assert self._nursery is not None
+                self._nursery.start_soon(self._session, peer)
+
+    def _expire(self) -> None:
+        """A peer that has not answered a chunk request within the request timeout is dropped."""
+        late = trio.current_time() - self.settings.request_timeout_sec
+        for peer in self.peers.values():
+            if peer.asked is not None and peer.asked_at < late and peer.state != "dropped":
+                self._drop(peer, "chunks: no answer within media.request_timeout_sec")
+
+    def _hopeful(self) -> bool:
+        """Whether anything can still bring a missing chunk: a session open or opening, an offer,
+        or (for `request_timeout_sec` after the last news) a peer that had none and is asked again."""
+        recent = trio.current_time() - self._news < self.settings.request_timeout_sec
+        return any(
+            p.state in ("opening", "open")
+            or (p.state == "later" and recent)
+            or (p.state != "dropped" and p.have is not None and any(p.have[i] for i in self.need))
+            for p in self.peers.values()
+        )
+
+    def _next_timer(self) -> float:
+        """The next moment something is due: a busy peer, a session to reopen, an answer overdue."""
+        live = [p for p in self.peers.values() if p.state != "dropped"]
+        times = [p.busy_until for p in live]
+        times += [p.retry_at for p in live if p.state == "later"]
+        times += [p.asked_at + self.settings.request_timeout_sec for p in live if p.asked is not None]
+        times += [p.asked_at + ENDGAME_AFTER_SEC for p in live if p.asked is not None]
+        times.append(self._news + DIAL_AFTER_SEC)
+        now = trio.current_time()
+        future = [t for t in times if t > now]
+        return min(future) if future else math.inf
+
+    def _assign(self) -> None:
+        """Fill free request slots: rarest chunks first from the most preferred free peer that has them."""
+        now = trio.current_time()
+        free = [
+            p
+            for p in sorted(self.peers.values(), key=lambda p: p.rank)
+            if p.state == "open" and p.have is not None and p.asked is None and p.busy_until <= now
+        ]
+        in_flight = sum(1 for p in self.peers.values() if p.asked is not None)
+        rarity = Counter(
+            i for p in self.peers.values() if p.state == "open" and p.have for i in self.need if p.have[i]
+        )
+        for peer in free:
+            if in_flight >= self.settings.parallel_providers:
+                return
+            assert peer.have is not None and peer.outbox is not None
+            offer = [i for i in self.need if peer.have[i] and not self.asked.get(i)]
+            if offer:
+                offer.sort(key=lambda i: (rarity[i], random.random()))
+                chunks = offer[: self.settings.chunks_per_request]
+            elif all(self.asked.get(i) for i in self.need):
+                # endgame: everything missing is asked for; ask this peer too for one chunk whose
+                # request has waited a while (a copy of every chunk in flight would double the bytes)
+                slow = {
+                    i
+                    for p in self.peers.values()
+                    if p.asked and now - p.asked_at > ENDGAME_AFTER_SEC
+                    for i in p.asked
+                }
+                spare = [
+                    i
+                    for i in self.need & slow
+                    if peer.have[i] and peer.id not in self.asked[i] and len(self.asked[i]) < ENDGAME_COPIES
+                ]
+                if not spare:
+                    continue
+                chunks = [random.choice(spare)]
+            else:
+                continue
+            peer.asked, peer.asked_at = chunks, now
+            for i in chunks:
+                self.asked.setdefault(i, set()).add(peer.id)
+            peer.outbox.send_nowait(["get", chunks])
+            in_flight += 1
+
+    def _answered(self, peer: _Peer) -> None:
+        for i in peer.asked or ():
+            self.asked[i].discard(peer.id)
+        peer.asked = None
+        self._wake()
+
+    # -- one session per peer -----------------------------------------------------------------------
+    async def _session(self, peer: _Peer) -> None:
+        timeout = self.settings.request_timeout_sec
+        try:
+            with peer.scope:
+                with trio.fail_after(timeout):
+                    stream, status = await self.requester.request(peer.id, ["watch", self.cid])
+                peer.stream = stream
+                try:
+                    if len(status) != 3 or not isinstance(status[1], bytes):
+                        raise ProtocolViolation("watch reply without a chunk list and have-map")
+                    chunk_list = self._check_list(status[1])
+                    self._update_have(peer, status[2], chunk_list)
+                    outbox, inbox = trio.open_memory_channel[list](1)
+                    peer.outbox, peer.state = outbox, "open"
+                    self._wake()
+                    failed: Exception | None = None
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self._send, peer, stream, inbox)
+                        try:
+                            await self._receive(peer, stream, chunk_list)
+                        except Exception as exc:  # raised below, not wrapped in the nursery's group
+                            failed = exc
+                        nursery.cancel_scope.cancel()
+                    if failed is not None:
+                        raise failed
+                except BaseException:
+                    await reset(stream)
+                    raise
+                await close(stream)
+            if peer.state != "dropped":  # the session ended (done, idle, or the peer left): reopen if needed
+                self._later(peer)
+        except ProtocolViolation as exc:
+            self._drop(peer)
+            self.requester.violation(peer.id, self.report, exc)
+        except ProviderUnavailable as exc:  # it has none yet, is busy, or the session ended
+            self._later(peer)
+            self.report.failures.setdefault(peer.id, f"session: {exc}")
+        except (trio.TooSlowError, Exception) as exc:
+            self._drop(peer, f"session: {_why(exc)}")
+        finally:
+            peer.stream = peer.outbox = None
+            if peer.state in ("opening", "open"):
+                self._later(peer)
+            self._answered(peer)
+
+    async def _send(self, peer: _Peer, stream: INetStream, inbox: trio.MemoryReceiveChannel) -> None:
+        try:
+            async for message in inbox:
+                with trio.fail_after(self.settings.request_timeout_sec):
+                    await write_frame(stream, canonical(message))
+        except Exception as exc:  # the session cannot carry requests any more
+            self._drop(peer, f"session: {_why(exc)}")
+
+    async def _receive(self, peer: _Peer, stream: INetStream, chunk_list: ChunkList) -> None:
+        """Have-maps and answers from the peer, until it ends the session."""
+        while True:
+            try:
+                raw = await read_frame(stream, MAX_MESSAGE_BYTES)
+            except ProviderUnavailable:
+                if peer.asked is not None:
+                    raise  # it left with a request unanswered
+                return  # it ended the session
+            message = decode_list(raw, MAX_MESSAGE_BYTES, "session message")
+            kind = message[0]
+            if kind == "have" and len(message) == 2:
+                self._update_have(peer, message[1], chunk_list)
+                continue
+            if kind not in ("chunks", "busy", "missing") or peer.asked is None:
+                raise ProtocolViolation(f"unexpected {kind!r} message")
+            if kind == "busy":
+                peer.busy_until = trio.current_time() + random.uniform(*BUSY_PAUSE_SEC)
+            elif kind == "missing":  # it advertised chunks it does not serve
+                self._drop(peer, "chunks: missing though advertised")
+                return
+            elif len(message) != 2 or message[1] != peer.asked:
+                raise ProtocolViolation("answer for chunks that were not asked for")
+            else:
+                await self._receive_chunks(peer, stream, chunk_list)
+            self._answered(peer)
+
+    async def _receive_chunks(self, peer: _Peer, stream: INetStream, chunk_list: ChunkList) -> None:
+        assert self.progress is not None and peer.asked is not None
+        partial = self.progress.partial
+        for index in peer.asked:
+            with trio.fail_after(self.settings.request_timeout_sec):
+                data = await read_frame(stream, chunk_list.chunk_length(index))
+            if index not in self.need:  # endgame: another peer's copy came first
+                self.report.duplicate_bytes += len(data)
+                continue
+            try:
+                partial.write_chunk(index, data)  # checked against the chunk list first
+            except StoreError:
+                raise ProtocolViolation(f"chunk {index} does not match the chunk list") from None
+            self.need.discard(index)
+            self.report.bytes_from[peer.id] += len(data)
+            self.progress.verified()
+            self._news = trio.current_time()
+            self._wake()
+
+    def _check_list(self, encoded: bytes) -> ChunkList:
+        if self.chunk_list is not None:
+            if encoded != self.chunk_list.encode():
+                raise ProtocolViolation("chunk list does not hash to the content id")
+            return self.chunk_list
+        try:
+            chunk_list = ChunkList.decode(encoded)
+        except DecodeError as exc:
+            raise ProtocolViolation(f"chunk list: {exc}") from None
+        if chunk_list.content_id != self.cid:
+            raise ProtocolViolation("chunk list does not hash to the content id")
+        self.chunk_list = chunk_list
+        return chunk_list
+
+    def _update_have(self, peer: _Peer, data: object, chunk_list: ChunkList) -> None:
+        try:
+            have = decode_have_map(data, chunk_list.count)
+        except DecodeError as exc:
+            raise ProtocolViolation(f"have-map: {exc}") from None
+        if peer.have is not None:  # verified chunks stay verified: a map only grows
+            have = [a or b for a, b in zip(have, peer.have, strict=True)]
+        peer.have = have
+        self.report.failures.pop(peer.id, None)
+        self._news = trio.current_time()
+        self._wake()
+
+    def _later(self, peer: _Peer) -> None:
+        peer.state = "later"
+        peer.retry_at = trio.current_time() + self.settings.rewatch_sec
+
+    def _drop(self, peer: _Peer, reason: str | None = None) -> None:
+        """No more requests to this peer in this download; `reason` unless a violation recorded one."""
+        peer.state = "dropped"
+        if reason is not None:
+            self.report.failures[peer.id] = reason
+            log.info("media provider %s dropped: %s", peer.id, reason)
+        peer.scope.cancel()
