@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 BUSY_PAUSE_SEC = (0.05, 0.2)  # a busy provider is asked again after a random pause in this range
 ENDGAME_COPIES = 2  # peers one missing chunk may be asked for at once, in endgame
 ENDGAME_AFTER_SEC = 0.5  # and only once its first request has waited this long
+OPEN_TIMEOUT_FACTOR = 4  # opening a session may take this many request timeouts
 DIAL_AFTER_SEC = 0.5  # peers not connected are dialled when the connected ones bring no news this long
 MAX_MESSAGE_BYTES = 64 * 1024  # a session message other than chunk data: have-map or answer header
 CLOSE_TIMEOUT_SEC = 2.0  # sessions closed gracefully at the end of a download, then reset
@@ -144,7 +145,7 @@ class _Peer:
     rank: int  # the caller's preference: lower is asked first
     near: bool = False  # connected already: no dial needed
     have: list[bool] | None = None  # None until its first have-map
-    state: str = "idle"  # idle | opening | open | later | dropped
+    state: str = "idle"  # idle | opening | open | closing | later | dropped
     retry_at: float = 0.0  # when a "later" session is opened again
     busy_until: float = 0.0
     asked: list[int] | None = None  # the chunk request it has not answered yet
@@ -251,37 +252,47 @@ class Download:
                 peer = self.peers[peer_id] = _Peer(peer_id, rank=len(self.peers))
             peer.near = connected
         now = trio.current_time()
-        active = sum(1 for p in self.peers.values() if p.state in ("opening", "open"))
+        live = [p for p in self.peers.values() if p.state in ("opening", "open")]
+        # Sessions are opened as they are needed, not to every peer at once: each costs both ends
+        # milliseconds of CPU. Enough that `parallel_providers` of them are opening or offer a
+        # chunk still needed; one that offers nothing (a neighbour that has not got further than
+        # us) does not count, so the next peer is asked.
+        useful = sum(1 for p in live if p.state == "opening" or self._offers(p))
         # Peers already connected first: dialling costs both ends a handshake, and a provider every
         # fetcher dials (the directors) would spend its CPU on handshakes. Others are dialled when
-        # no connected peer can help, or none has brought news for a while.
-        near_busy = any(p.near and p.state in ("opening", "open") for p in self.peers.values())
-        dial = not near_busy or now - self._news > DIAL_AFTER_SEC
+        # no connected peer has a session, or none has brought news for a while.
+        stale = now - self._news > DIAL_AFTER_SEC
         for peer in sorted(self.peers.values(), key=lambda p: (not p.near, p.rank)):
-            if active >= self.settings.watched_peers or (not peer.near and not dial):
+            if len(live) >= self.settings.watched_peers or useful >= self.settings.parallel_providers:
+                break
+            if not peer.near and not stale and any(p.near for p in live):
                 break
             if peer.state == "idle" or (peer.state == "later" and not first_round and peer.retry_at <= now):
                 peer.state = "opening"
                 peer.scope = trio.CancelScope()
-                active += 1
+                live.append(peer)
+                useful += 1
                 assert self._nursery is not None
                 self._nursery.start_soon(self._session, peer)
 
+    def _offers(self, peer: _Peer) -> bool:
+        return peer.have is not None and any(peer.have[i] for i in self.need)
+
     def _expire(self) -> None:
-        """A peer that has not answered a chunk request within the request timeout is dropped."""
+        """A peer that has not answered a chunk request within the request timeout loses its session."""
         late = trio.current_time() - self.settings.request_timeout_sec
         for peer in self.peers.values():
-            if peer.asked is not None and peer.asked_at < late and peer.state != "dropped":
-                self._drop(peer, "chunks: no answer within media.request_timeout_sec")
+            if peer.asked is not None and peer.asked_at < late and peer.state == "open":
+                self._slow(peer, "chunks: no answer within media.request_timeout_sec")
 
     def _hopeful(self) -> bool:
         """Whether anything can still bring a missing chunk: a session open or opening, an offer,
         or (for `request_timeout_sec` after the last news) a peer that had none and is asked again."""
         recent = trio.current_time() - self._news < self.settings.request_timeout_sec
         return any(
-            p.state in ("opening", "open")
+            p.state in ("opening", "open", "closing")
             or (p.state == "later" and recent)
-            or (p.state != "dropped" and p.have is not None and any(p.have[i] for i in self.need))
+            or (p.state != "dropped" and self._offers(p))
             for p in self.peers.values()
         )
 
@@ -353,7 +364,9 @@ class Download:
         timeout = self.settings.request_timeout_sec
         try:
             with peer.scope:
-                with trio.fail_after(timeout):
+                # opening waits longer than an answer: on a loaded machine the stream negotiation
+                # alone can take a second, and a peer slow to open is not a stalled transfer
+                with trio.fail_after(timeout * OPEN_TIMEOUT_FACTOR):
                     stream, status = await self.requester.request(peer.id, ["watch", self.cid])
                 peer.stream = stream
                 try:
@@ -386,11 +399,14 @@ class Download:
         except ProviderUnavailable as exc:  # it has none yet, is busy, or the session ended
             self._later(peer)
             self.report.failures.setdefault(peer.id, f"session: {exc}")
-        except (trio.TooSlowError, Exception) as exc:
+        except trio.TooSlowError:  # slow, not bad: its chunks go to others, and it is asked again later
+            self._later(peer)
+            self.report.failures[peer.id] = "session: too slow"
+        except Exception as exc:  # unreachable, or the connection failed
             self._drop(peer, f"session: {_why(exc)}")
         finally:
             peer.stream = peer.outbox = None
-            if peer.state in ("opening", "open"):
+            if peer.state in ("opening", "open", "closing"):
                 self._later(peer)
             self._answered(peer)
 
@@ -477,6 +493,13 @@ class Download:
     def _later(self, peer: _Peer) -> None:
         peer.state = "later"
         peer.retry_at = trio.current_time() + self.settings.rewatch_sec
+
+    def _slow(self, peer: _Peer, reason: str) -> None:
+        """End the session with a peer too slow to answer; it is asked again once it has ended."""
+        peer.state = "closing"
+        self.report.failures[peer.id] = reason
+        log.info("media provider %s too slow: %s", peer.id, reason)
+        peer.scope.cancel()
 
     def _drop(self, peer: _Peer, reason: str | None = None) -> None:
         """No more requests to this peer in this download; `reason` unless a violation recorded one."""
