@@ -12,6 +12,7 @@ under 1 GB; the slot plan is the seed's scaled to `slot_sec`.
 from __future__ import annotations
 
 import hashlib
+import random
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +31,47 @@ def identity(scenario: Scenario, i: int) -> Identity:
     return Identity(hashlib.sha256(b"simnet/%d/%d" % (scenario.seed, i)).digest())
 
 
+LOWEST_PORT = 10_000  # below it, well-known and registered services
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outbound connections' source ports (Linux; the usual default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind((host, 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    """`n` distinct ports that are free on `host` now, outside the ephemeral range.
+
+    Not from the ephemeral range (what binding port 0 gives): between this pick and the
+    node's own bind, any outbound connection on the machine may take such a port as its
+    source port, and the node then fails with "Address already in use" (one node of a
+    35-node simnet did). Outside it, only another listener can take it.
+    """
+    low, high = ephemeral_range()
+    pool = [p for p in range(LOWEST_PORT, 65536) if not low <= p <= high]
+    random.SystemRandom().shuffle(pool)
+    held: list[socket.socket] = []
+    try:
+        for port in pool:
+            if len(held) == n:
+                break
+            sock = socket.socket()
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+        if len(held) < n:
+            raise RuntimeError(f"only {len(held)} of {n} ports free on {host} outside {low}-{high}")
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def engine_settings(cache_dir: Path) -> dict:
@@ -60,7 +94,8 @@ class Endpoint:
 
 
 def local_endpoints(n: int) -> list[Endpoint]:
-    p2p, http, public = free_ports(n), free_ports(n), free_ports(n)
+    ports = free_ports(3 * n)  # one call: three calls could hand out one port twice
+    p2p, http, public = ports[:n], ports[n : 2 * n], ports[2 * n :]
     return [Endpoint("127.0.0.1", p2p[i], http[i], public[i]) for i in range(n)]
 
 

@@ -135,3 +135,23 @@ def test_bundled_scenario_runs_with_every_invariant_kept(
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     assert f"simnet {scenario}: OK" in proc.stdout
     assert (tmp_path / "report.json").exists() and (tmp_path / "phases.png").stat().st_size > 1000
+
+
+def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() -> None:
+    """A port from the ephemeral range can be taken as an outbound connection's source port before
+    the node binds it: a node of a 35-node simnet crashed with "Address already in use"."""
+    import socket
+
+    from simnet.layout import ephemeral_range, free_ports
+
+    low, high = ephemeral_range()
+    ports = free_ports(60)
+    assert len(set(ports)) == 60
+    assert not any(low <= p <= high for p in ports)
+    socks = [socket.socket() for _ in ports]
+    try:
+        for sock, port in zip(socks, ports, strict=True):
+            sock.bind(("127.0.0.1", port))
+    finally:
+        for sock in socks:
+            sock.close()
