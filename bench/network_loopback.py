@@ -269,6 +269,9 @@ def summarise(n: int, mode: str, outs: list[dict], plan: dict) -> dict:
     media_done = [o["media_done"] for o in outs[1:] if o.get("media_done")]
     served = [o.get("bytes_served", 0) for o in outs]
     cpu = [o["cpu"] for o in outs if len(o.get("cpu", {})) == 5]
+    if mode == "one process":  # every host read the same process's clock: count it once
+        cpu = cpu[:1]
+    processes = 1 if mode == "one process" else n
     quiet = sum(c["t0"] - c["quiet"] for c in cpu)  # the same length as the latency phase
     latency_cpu = sum(c["latency_end"] - c["t0"] for c in cpu)
     media_window = plan["t_end"] - plan["t2"]
@@ -283,18 +286,16 @@ def summarise(n: int, mode: str, outs: list[dict], plan: dict) -> dict:
             "missing": missing,
         },
         "gossip_cpu_ms_per_delivery": round((latency_cpu - quiet) * 1000 / len(latencies), 2)
-        if latencies and len(cpu) == n
+        if latencies and len(cpu) == processes
         else None,
-        "idle_cpu_per_node_pct": round(quiet * 100 / (plan["t0"] - plan["t_quiet"]) / len(cpu), 2)
-        if cpu
-        else None,
+        "idle_cpu_per_node_pct": round(quiet * 100 / (plan["t0"] - plan["t_quiet"]) / n, 2) if cpu else None,
         "all_to_all_directors": directors,
         "all_to_all_ms": a2a_ms,
         "all_to_all_message_bytes": outs[0].get("a2a_size"),
         "media_mb": plan["media_mb"],
         "media_spread_sec": round(max(media_done) - plan["t2"], 3) if len(media_done) == n - 1 else None,
         "media_nodes_done": len(media_done),
-        "media_cpu_sec_all_nodes": round(media_cpu, 2) if len(cpu) == n else None,
+        "media_cpu_sec_all_nodes": round(media_cpu, 2) if len(cpu) == processes else None,
         "media_done_sec": sorted(round(t - plan["t2"], 3) for t in media_done),
         "bytes_served_by_node": [o.get("bytes_served", 0) for o in outs],
         "largest_upload_share": round(max(served) / sum(served), 3) if sum(served) else None,
