@@ -224,15 +224,16 @@ class Download:
             await self._wait(self._next_timer())
 
     async def _close_sessions(self) -> None:
-        """End each session: gracefully where nothing is owed to us, by reset where an answer is."""
-        for peer in self.peers.values():
-            if peer.stream is None:
-                continue
-            if peer.asked is not None:
-                peer.scope.cancel()
-            else:
-                await close(peer.stream)  # the peer sees the end, ends its side, and our reader stops
+        """End each session: gracefully where nothing is owed to us, by reset where an answer is
+        (bounded: whatever has not ended by then is cancelled with the download's nursery)."""
         with trio.move_on_after(CLOSE_TIMEOUT_SEC):
+            for peer in list(self.peers.values()):
+                if peer.stream is None:
+                    continue
+                if peer.asked is not None:
+                    peer.scope.cancel()
+                else:
+                    await close(peer.stream)  # the peer sees the end, ends its side, and our reader stops
             while any(p.stream is not None for p in self.peers.values()):
                 await self._changed.wait()
 
