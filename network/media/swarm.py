@@ -182,12 +182,23 @@ class Download:
         self._nursery: trio.Nursery | None = None
 
     # -- the scheduler ------------------------------------------------------------------------------
-    async def run(self) -> PartialFile:
+    async def run(self) -> Path:
+        """The file's path in the store once whole and checked; `FetchError` says why not."""
+        finished: Path | None = None
+        failed: StoreError | None = None
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await self._schedule()
+            if self.progress is not None and not self.need:
+                # stored before the sessions are closed: a peer slow to close must not hold the file
+                try:
+                    finished = await trio.to_thread.run_sync(self.progress.partial.finish)
+                except StoreError as exc:  # raised below, not wrapped in the nursery's group
+                    failed = exc
             await self._close_sessions()
             nursery.cancel_scope.cancel()
+        if failed is not None:  # the disk did not keep what was verified: the caller may fetch again
+            raise FetchError(f"{self.cid.hex()}: {failed}")
         if self.chunk_list is None:
             raise FetchError(
                 f"{self.cid.hex()}: no provider gave a valid chunk list ({describe(self.report.failures)})"
@@ -197,11 +208,11 @@ class Download:
                 f"{self.cid.hex()}: {self.chunk_list.size} bytes exceeds media.max_file_bytes "
                 f"({self.settings.max_file_bytes})"
             )
-        if self.need:
+        if self.need or finished is None:
             raise FetchError(
                 f"{self.cid.hex()}: {len(self.need)} chunks undelivered ({describe(self.report.failures)})"
             )
-        return self.progress.partial
+        return finished
 
     async def _schedule(self) -> None:
         """Until the file is whole or nothing can bring more of it; `run` says which."""

@@ -296,8 +296,7 @@ class MediaService:
         done = self._fetching[cid] = trio.Event()
         try:
             download = Download(self, cid, report, lambda: self._candidates(cid, given), self._open_progress)
-            partial = await download.run()
-            report.path = await trio.to_thread.run_sync(partial.finish)
+            report.path = await download.run()
             return report
         finally:
             progress = self.downloads.pop(cid, None)
