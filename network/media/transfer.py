@@ -117,13 +117,8 @@ class MediaServer:
         if not isinstance(cid, bytes) or len(cid) != 32:
             raise ProtocolViolation("content id must be 32 bytes")
         peer = getattr(getattr(stream, "muxed_conn", None), "peer_id", None)
-        if self._per_peer[peer] >= MAX_SESSIONS_PER_PEER:  # one peer cannot take every slot
-            self.stats.requests["busy"] += 1
-            await self._send(stream, ["busy"])
-            return
-        try:
-            self._sessions.acquire_nowait()
-        except trio.WouldBlock:
+        # one peer cannot take every slot; checked first, so a refusal takes no slot
+        if self._per_peer[peer] >= MAX_SESSIONS_PER_PEER or not _take(self._sessions):
             self.stats.requests["busy"] += 1
             await self._send(stream, ["busy"])
             return
@@ -209,9 +204,7 @@ class MediaServer:
                 async with writing:
                     await self._send(stream, ["missing"])
                 continue
-            try:
-                self._uploads.acquire_nowait()
-            except trio.WouldBlock:
+            if not _take(self._uploads):
                 self.stats.requests["busy"] += 1
                 async with writing:
                     await self._send(stream, ["busy"])
@@ -235,6 +228,15 @@ class MediaServer:
             except FileNotFoundError:  # the download finished meanwhile: the file moved into the store
                 pass
         return self.store.read_chunk(cid, index, chunk_list)
+
+
+def _take(slots: trio.Semaphore) -> bool:
+    """A slot if one is free now; a server answers "busy" rather than queue a stranger."""
+    try:
+        slots.acquire_nowait()
+    except trio.WouldBlock:
+        return False
+    return True
 
 
 # -- fetching -------------------------------------------------------------------------------------
