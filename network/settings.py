@@ -69,11 +69,11 @@ class MediaSettings(_Strict):
     # a peer that got the chunks meanwhile (BitTorrent's unchoke slots): so the first holder
     # of a file does not upload every copy.
     max_uploads: int = Field(4, ge=1, le=1024)
-    # Streams for everything else served at once: chunk lists and have-map watches.
+    # Sessions (one stream per fetching peer and file: chunk list, have-maps, requests) served at once.
     max_serving_streams: int = Field(64, ge=1, le=4096)
-    # Peers a download watches for what they hold (have-maps): providers, then neighbours.
+    # Peers a download may hold sessions with at once: connected peers first, then providers to dial.
     watched_peers: int = Field(16, ge=1, le=256)
-    # How long one have-map watch may stay open before the watcher asks again.
+    # How long a session may stay idle (no request) before the serving peer ends it.
     watch_sec: float = Field(30.0, gt=0, le=600)
     # A session asked for content a peer has not started to fetch waits this long for it to
     # start before the answer is "missing"; the fetcher asks again `rewatch_sec` later.

@@ -17,7 +17,7 @@ from consensus.messages import DecodeError, decode_cbor
 
 log = logging.getLogger(__name__)
 
-RESET_TIMEOUT_SEC = 2.0
+RESET_TIMEOUT_SEC = 2.0  # a reset or close that the remote does not take within this is dropped
 
 
 class ProtocolViolation(Exception):
@@ -73,7 +73,10 @@ async def reset(stream: INetStream) -> None:
 
 
 async def close(stream: INetStream) -> None:
-    try:
-        await stream.close()
-    except Exception as exc:
-        log.debug("stream close: %s", exc)
+    """Close our side, even from a cancelled task (a session whose peer was just dropped): else the
+    remote waits on a stream nobody will write to again. Bounded as `reset` is."""
+    with trio.CancelScope(shield=True), trio.move_on_after(RESET_TIMEOUT_SEC):
+        try:
+            await stream.close()
+        except Exception as exc:
+            log.debug("stream close: %s", exc)

@@ -33,6 +33,12 @@ def _hex(cid: bytes) -> str:
     return cid.hex()
 
 
+def _read_chunk(path: Path, chunk_list: ChunkList, index: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(index * chunk_list.chunk_size)
+        return f.read(chunk_list.chunk_length(index))
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -82,9 +88,7 @@ class MediaStore:
         return chunk_list
 
     def read_chunk(self, cid: bytes, index: int, chunk_list: ChunkList) -> bytes:
-        with open(self.path(cid), "rb") as f:
-            f.seek(index * chunk_list.chunk_size)
-            return f.read(chunk_list.chunk_length(index))
+        return _read_chunk(self.path(cid), chunk_list, index)
 
     def add_file(self, src: str | Path) -> bytes:
         """Copy a file in under its content id (a temporary name until it is complete)."""
@@ -204,9 +208,7 @@ class PartialFile:
         """A verified chunk, served to peers before the download is complete."""
         if not self.have[index]:
             raise StoreError(f"{self.cid.hex()}: chunk {index} is not here yet")
-        with open(self.path, "rb") as f:
-            f.seek(index * self.chunk_list.chunk_size)
-            return f.read(self.chunk_list.chunk_length(index))
+        return _read_chunk(self.path, self.chunk_list, index)
 
     def finish(self) -> Path:
         """Check the whole file, make it durable, and move it under its content id."""

@@ -174,6 +174,7 @@ class Download:
         self._open_progress = open_progress
         self.peers: dict[ID, _Peer] = {}
         self.chunk_list: ChunkList | None = None
+        self._list_bytes = b""  # its canonical encoding, as the first session sent it
         self.progress: Progress | None = None
         self.need: set[int] = set()
         self.asked: dict[int, set[ID]] = {}  # chunk -> peers it is being asked from
@@ -477,8 +478,8 @@ class Download:
             self._wake()
 
     def _check_list(self, encoded: bytes) -> ChunkList:
-        if self.chunk_list is not None:
-            if encoded != self.chunk_list.encode():
+        if self.chunk_list is not None:  # known: every other session must send the same bytes
+            if encoded != self._list_bytes:
                 raise ProtocolViolation("chunk list does not hash to the content id")
             return self.chunk_list
         try:
@@ -487,7 +488,7 @@ class Download:
             raise ProtocolViolation(f"chunk list: {exc}") from None
         if chunk_list.content_id != self.cid:
             raise ProtocolViolation("chunk list does not hash to the content id")
-        self.chunk_list = chunk_list
+        self.chunk_list, self._list_bytes = chunk_list, encoded
         return chunk_list
 
     def _update_have(self, peer: _Peer, data: object, chunk_list: ChunkList) -> None:

@@ -40,7 +40,7 @@ from network.media.content import MAX_CHUNKS, ChunkList, encode_have_map
 from network.media.store import MediaStore
 from network.media.swarm import Download, FetchError, FetchReport, Progress
 from network.settings import MediaSettings
-from network.streams import (  # noqa: F401 - ProtocolViolation, read_frame, write_frame: part of this protocol's API
+from network.streams import (
     ProtocolViolation,
     ProviderUnavailable,
     close,
