@@ -138,11 +138,19 @@ class MediaServer:
             have = progress.partial.have if progress is not None else [True] * chunk_list.count
             await self._send(stream, ["ok", chunk_list.encode(), encode_have_map(have)])
             writing = trio.Lock()  # a chunks answer and its frames go out whole, never split by a have
+            failed: Exception | None = None
             async with trio.open_nursery() as nursery:
                 if progress is not None:
                     nursery.start_soon(self._push_have, stream, progress, writing)
-                await self._answer(stream, cid, chunk_list, progress, writing)
+                try:
+                    await self._answer(stream, cid, chunk_list, progress, writing)
+                except (
+                    Exception
+                ) as exc:  # raised below, not wrapped in the nursery's group: counted as what it is
+                    failed = exc
                 nursery.cancel_scope.cancel()
+            if failed is not None:
+                raise failed
         finally:
             self._sessions.release()
             self._per_peer[peer] -= 1

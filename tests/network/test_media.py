@@ -11,6 +11,7 @@ from pathlib import Path
 import cbor2
 import pytest
 import trio
+from libp2p.network.stream.exceptions import StreamReset
 
 from consensus.messages import canonical
 from network.faults import FaultPlan
@@ -145,6 +146,22 @@ async def test_a_provider_at_its_upload_limit_answers_busy(tmp_path) -> None:
         await wait_for(lambda: media[0].server.stats.requests["stream_error"] == 1)
         assert await _get(other, [1]) == ["chunks", [1]]  # the slot is free again
         assert await read_frame(other, CHUNK_BYTES) == data[CHUNK_BYTES : 2 * CHUNK_BYTES]
+
+
+async def test_a_malformed_request_inside_a_session_is_counted_and_costs_only_that_session(tmp_path) -> None:
+    data = payload(CHUNK_BYTES, seed=11)
+    async with swarm(2) as sw:
+        media = services(sw, tmp_path)
+        cid = media[0].store.add_bytes(data)
+        peer = sw.hosts[0].peer_id
+        for bad in (["get", [1]], ["get", [2**70]], ["get", [float("nan")]], ["give", [0]], ["get"]):
+            stream, _ = await media[1].request(peer, ["watch", cid])
+            await write_frame(stream, canonical(bad))
+            with pytest.raises((ProviderUnavailable, StreamReset)):  # the server resets the session
+                await _get(stream, [0])
+        await wait_for(lambda: media[0].server.stats.requests["bad_request"] == 5)
+        stream, _ = await media[1].request(peer, ["watch", cid])  # and serves the next one
+        assert await _get(stream, [0]) == ["chunks", [0]]
 
 
 async def test_one_peer_cannot_hold_every_session_slot(tmp_path) -> None:
