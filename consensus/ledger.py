@@ -23,8 +23,9 @@ same slot: a fork. See consensus/README.md, "One director set per slot".)
   differ, and it only removes proven equivocators, which stays safe: see
   `directors`. Barring for s only looks at elections of slots before s, so
   evidence naming a future slot cannot make an election depend on itself;
-- recipe(s): the next recipe fixed by the certificate of slot s - 1, else None
-  (the fallback programme).
+- recipe(s): the next recipe fixed by the certificate of slot s - recipe_lag
+  (the genesis's, 2 by default), else None (the fallback programme); it is
+  settled once that certificate is held, or when no certificate can fix it.
 
 Work per slot is constant however long the chain grows (issue 20): elections
 read only the certificates that carry evidence, which the ledger keeps apart
@@ -189,8 +190,14 @@ class Ledger:
         return chosen
 
     def recipe(self, slot: int) -> bytes | None:
-        prev = self.recent.get(slot - 1)
-        return prev.value.next_recipe if prev else None
+        fixer = self.recent.get(slot - self.genesis.recipe_lag)
+        return fixer.value.next_recipe if fixer else None
+
+    def recipe_settled(self, slot: int) -> bool:
+        """Whether `recipe(slot)` can no longer change: the certificate that fixes it is held, or the
+        slot is too early for any certificate to fix it. A director may start making it then."""
+        fixer = slot - self.genesis.recipe_lag
+        return fixer < 0 or fixer in self.recent
 
     # -- changes -----------------------------------------------------------------------------------------
     def apply(self, cert: Certificate) -> None:

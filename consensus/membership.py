@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from consensus.crypto import PUBLIC_KEY_BYTES
 from consensus.messages import canonical, sha256
 
+MAX_RECIPE_LAG = 16  # a recipe fixed further ahead would outlive the ledger's window of certificates
+
 
 @dataclass(frozen=True)
 class Validator:
@@ -42,6 +44,9 @@ class Genesis:
     max_directors_per_region: int = 2
     cooldown_slots: int = 0
     evidence_lag: int = 2
+    # slot s plays the recipe fixed by the certificate of slot s - recipe_lag: with 2, a director
+    # knows what to make about a slot and a half before its slot starts (issue 21, step 3)
+    recipe_lag: int = 2
 
     def __post_init__(self) -> None:
         keys = [v.public_key for v in self.validators]
@@ -55,6 +60,8 @@ class Genesis:
             raise ValueError("genesis: directors_per_slot must be at least 1")
         if self.evidence_lag < 1:
             raise ValueError("genesis: evidence_lag must be at least 1")
+        if not 1 <= self.recipe_lag <= MAX_RECIPE_LAG:
+            raise ValueError(f"genesis: recipe_lag must be between 1 and {MAX_RECIPE_LAG}")
 
     @property
     def chain_id(self) -> bytes:
@@ -70,6 +77,7 @@ class Genesis:
                     self.max_directors_per_region,
                     self.cooldown_slots,
                     self.evidence_lag,
+                    self.recipe_lag,
                 ]
             )
         )

@@ -6,9 +6,11 @@ cancel scope that ends with the slot, so a slot that overruns is cut off,
 recorded, and never delays the next. The phases, each under its own deadline
 from `[slot]` (the seed's plan):
 
-- generation and verification (directors only): the engine makes the slot's
-  media, which is packaged into the content store; the director then
-  announces its output to its driver;
+- generation and verification (directors only): the studio (`node.studio`)
+  makes the slot's media, usually before the slot starts (as soon as the
+  certificate that fixes its recipe is here), and packages it into the content
+  store; the director announces its output to its driver as soon as it has it,
+  by `verification_end` at the latest;
 - agreement: the driver starts the round at `verification_end`; the phase
   ends with a certificate from any source, or at `agreement_end` (then the
   driver is told the deadline passed);
@@ -23,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import trio
@@ -31,21 +32,20 @@ import trio
 from consensus.agreement import AgreementConfig, SlotAgreement
 from consensus.ledger import Ledger
 from consensus.membership import Genesis
-from generation.pipeline import VortexPipeline
 from generation.recipe import Recipe
 from network.identity import Identity
-from network.media.store import MediaStore
 from node import logs
 from node.chain import ChainKeeper
 from node.clock import WallClock
 from node.metrics import NodeMetrics
 from node.ports import Behaviour
-from node.production import ProductionError, generate, package, recipe_hash
+from node.production import recipe_hash
 from node.propagation import MediaPropagation
 from node.recipes import RecipeQueue, canonical_network_recipe
 from node.settings import SlotSection
 from node.slot_driver import SlotDriver, SlotDrivers, SlotPorts
 from node.storage import Storage
+from node.studio import Studio
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,6 @@ class SlotRecord:
     missed: list[str] = field(default_factory=list)  # phases cut off at their deadline
     outcome: str = "pending"
     detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Studio:
-    """What a director makes a slot with."""
-
-    engine: VortexPipeline
-    media_store: MediaStore
-    workdir: Path
 
 
 class SlotLifecycle:
@@ -189,13 +180,9 @@ class SlotLifecycle:
             trio.move_on_at(self._clock.deadline(deadline_wall)) as scope,
         ):
             await work
-        took = self._clock.now() - started
-        record.phases[name] = round(took, 4)
-        self._metrics.phase_seconds.labels(name).observe(took)
+        self._timed(record, name, self._clock.now() - started)
         if scope.cancelled_caught:
-            record.missed.append(name)
-            self._metrics.deadline_missed.labels(name).inc()
-            log.warning("slot %d: phase %s cut off at its deadline", record.slot, name)
+            self._missed(record, name)
 
     async def _agree(self, driver: SlotDriver, decided: trio.Event) -> None:
         await driver.start()
@@ -214,46 +201,45 @@ class SlotLifecycle:
                 await self._propagation.ensure(cert, record.detail)
         if self._ledger.certificate(slot) is None:
             return  # no decision reached us: a failed slot, not a propagation miss
-        took = self._clock.now() - started
-        record.phases["propagation"] = round(took, 4)
-        self._metrics.phase_seconds.labels("propagation").observe(took)
+        self._timed(record, "propagation", self._clock.now() - started)
         if scope.cancelled_caught:
-            record.missed.append("propagation")
-            self._metrics.deadline_missed.labels("propagation").inc()
-            log.warning("slot %d: media not here by the end of the slot", slot)
+            self._missed(record, "propagation")
 
     async def _director_work(self, slot: int, recipe: Recipe, driver: SlotDriver, record: SlotRecord) -> None:
+        """Take the slot's output from the studio (made ahead if its recipe settled early) and announce it."""
         start = self.genesis.slot_start(slot)
-        ends = start + self._plan.verification_end
-        studio = self._studio
-        box: dict[str, Any] = {}
-
-        async def make() -> None:
-            try:
-                box["result"] = await generate(
-                    studio.engine, recipe, slot, timeout_sec=ends - self._clock.now(), workdir=studio.workdir
-                )
-            except ProductionError as exc:
-                box["error"] = str(exc)
-
-        await self._phase(record, "generation", ends, make())
-        if "result" not in box:
-            record.detail["generation_error"] = box.get("error", "cut off at the deadline")
+        waited = self._clock.now()
+        with trio.move_on_at(self._clock.deadline(self._studio.deadline(slot))) as scope:
+            await self._studio.output_for(slot, recipe)
+        job = self._studio.job(slot)  # the studio forgets a slot's job only once the slot has ended
+        if job is None or job.started is None:
+            self._missed(record, "generation")
+            record.detail["generation_error"] = "not started by the deadline"
             return
-        record.detail["stage_ms"] = {k: round(v, 1) for k, v in box["result"].stage_times_ms.items()}
-
-        async def encode() -> None:
-            box["production"] = await package(
-                studio.engine, box["result"], recipe, studio.media_store, studio.workdir
-            )
-
-        await self._phase(record, "verification", ends, encode())
-        production = box.get("production")
-        if production is None:
+        record.detail["generation_lead_sec"] = round(start - job.started, 3)
+        generated = job.generated or job.finished or self._clock.now()
+        self._timed(record, "generation", generated - job.started)
+        if job.generated is not None:
+            self._timed(record, "verification", (job.finished or self._clock.now()) - job.generated)
+        record.detail["waited_sec"] = round(self._clock.now() - waited, 3)
+        if scope.cancelled_caught:
+            self._missed(record, "generation" if job.generated is None else "verification")
+        if job.production is None:
+            record.detail["generation_error"] = job.error or "cut off at the deadline"
             return
+        production = job.production
+        record.detail["stage_ms"] = {k: round(v, 1) for k, v in production.result.stage_times_ms.items()}
         record.detail["content_id"] = production.cid.hex()
-        self._storage.put_media(production.cid, slot, production.media.size_bytes, "produced")
         await driver.set_local_output(production.output)
+
+    def _timed(self, record: SlotRecord, name: str, took: float) -> None:
+        record.phases[name] = round(took, 4)
+        self._metrics.phase_seconds.labels(name).observe(took)
+
+    def _missed(self, record: SlotRecord, name: str) -> None:
+        record.missed.append(name)
+        self._metrics.deadline_missed.labels(name).inc()
+        log.warning("slot %d: phase %s cut off at its deadline", record.slot, name)
 
     def _finish_record(self, record: SlotRecord, driver: SlotDriver) -> None:
         cert = self._ledger.certificate(record.slot)

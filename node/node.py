@@ -6,6 +6,8 @@ its own module:
 
 - `node.lifecycle`: the slot clock and each slot's phases (generation,
   verification, agreement, propagation) under their deadlines;
+- `node.studio`: the one task that runs the engine, making each slot this node
+  directs as soon as its recipe is settled, often a slot ahead;
 - `node.slot_driver`: one task per slot that alone drives its agreement from
   one inbox;
 - `node.chain`: certificates (from any door), the evidence pool, catch-up;
@@ -46,10 +48,11 @@ from node.chain import ChainKeeper
 from node.clip import Announcements
 from node.clock import WallClock
 from node.engine import build_engine
-from node.lifecycle import SlotLifecycle, SlotRecord, Studio
+from node.lifecycle import SlotLifecycle, SlotRecord
 from node.metrics import NodeMetrics
 from node.playout import SegmentCache
 from node.ports import Behaviour, Honest, publish_own
+from node.production import EngineMaker
 from node.propagation import MediaPropagation
 from node.public_face import PublicFace
 from node.recipes import RecipeQueue, load_fallback
@@ -57,6 +60,7 @@ from node.retention import Retention
 from node.settings import NodeSettings
 from node.slot_driver import SlotDrivers, SlotPorts
 from node.storage import Storage
+from node.studio import ChainProgramme, Studio
 
 if TYPE_CHECKING:  # trio's own types are shadowed for mypy by trio-typing's stubs (a libp2p dependency)
     from trio_typing import TaskStatus
@@ -187,6 +191,13 @@ class Node:
                     self.chain,
                     self.chain,
                 )
+                studio = Studio(
+                    EngineMaker(self.engine, self.media_store, self.storage, self.workdir),
+                    ChainProgramme(self.ledger, self.recipes, self.chain, self.identity.public_key),
+                    self.genesis,
+                    self.clock,
+                    ends_at=self.settings.slot.verification_end,
+                )
                 self.lifecycle = SlotLifecycle(
                     genesis=self.genesis,
                     plan=self.settings.slot,
@@ -199,7 +210,7 @@ class Node:
                     drivers=self.drivers,
                     ports=ports,
                     behaviour=self.behaviour,
-                    studio=Studio(self.engine, self.media_store, self.workdir),
+                    studio=studio,
                     propagation=self.media,
                     metrics=self.metrics,
                     clock=self.clock,
@@ -229,6 +240,7 @@ class Node:
                     nursery.start_soon(self._recipes_loop)
                     nursery.start_soon(self._media_have_loop, service)
                     nursery.start_soon(self.chain.catch_up_loop, _PeersForCatchUp(net, sync))
+                    nursery.start_soon(studio.run)
                     nursery.start_soon(self.lifecycle.run)
                     nursery.start_soon(self.retention.run)
                     log.info("node %s up: %s", net.peer_id, [str(a) for a in net.addrs()])

@@ -20,6 +20,7 @@ from generation.media import SlotMedia, write_slot_media
 from generation.pipeline import GenerationResult, VortexPipeline
 from generation.recipe import Recipe
 from network.media.store import MediaStore
+from node.storage import Storage
 
 
 class ProductionError(RuntimeError):
@@ -94,3 +95,23 @@ async def package(
         content_hash=cid,
     )
     return Production(result, media, cid, output)
+
+
+class EngineMaker:
+    """The studio's maker on the real engine: generate, then encode (if not streamed), store and record.
+
+    The two steps are separate so the studio can time generation and verification apart."""
+
+    def __init__(self, engine: VortexPipeline, store: MediaStore, storage: Storage, workdir: Path) -> None:
+        self._engine = engine
+        self._store = store
+        self._storage = storage
+        self._workdir = workdir
+
+    async def generate(self, recipe: Recipe, slot: int, timeout_sec: float) -> GenerationResult:
+        return await generate(self._engine, recipe, slot, timeout_sec, self._workdir)
+
+    async def package(self, result: GenerationResult, recipe: Recipe) -> Production:
+        production = await package(self._engine, result, recipe, self._store, self._workdir)
+        self._storage.put_media(production.cid, result.slot_id, production.media.size_bytes, "produced")
+        return production

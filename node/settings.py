@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from consensus.agreement import AgreementConfig
 from consensus.ledger import KEEP_SLOTS
-from consensus.membership import Genesis, Validator
+from consensus.membership import MAX_RECIPE_LAG, Genesis, Validator
 from generation.config import GenerationSettings
 from generation.errors import ConfigError
 from generation.validation import StrictModel, describe_validation_error
@@ -90,6 +90,12 @@ class ChainSection(_Strict):
     evidence_lag: int = Field(
         Genesis.evidence_lag, ge=1, le=100, description="slots before committed evidence bars its signer"
     )
+    recipe_lag: int = Field(
+        Genesis.recipe_lag,
+        ge=1,
+        le=MAX_RECIPE_LAG,
+        description="slot s plays the recipe the certificate of slot s - recipe_lag fixed",
+    )
     validators: tuple[ValidatorEntry, ...] = Field(min_length=1, description="one table per validator")
 
     @model_validator(mode="after")
@@ -125,16 +131,19 @@ class ChainSection(_Strict):
             self.max_directors_per_region,
             self.cooldown_slots,
             self.evidence_lag,
+            self.recipe_lag,
         )
 
 
 class SlotSection(_Strict):
     """When each phase ends, in seconds from the slot's start (the seed's plan by default).
 
-    audio and actor 0-12 s and warp 12-15 s run inside the engine's call, which must
-    end by `generation_end`; verification (the engine's CLIP stage and encoding the
-    media) by `verification_end`; agreement by `agreement_end`; the rest of the slot
-    is propagation. The committed slot plays in the next slot.
+    A director makes its slot as soon as the slot's recipe is settled (`node.studio`:
+    usually a slot and a half ahead, see [chain] recipe_lag), and must have it made
+    and verified by `verification_end`; `generation_end` is the seed's plan for a slot
+    made from its own start (audio and actor 0-12 s, warp 12-15 s), reported by
+    `config check`, not a deadline. Agreement ends by `agreement_end`; the rest of the
+    slot is propagation. The committed slot plays in the next slot.
     """
 
     generation_end: float = Field(15.0, gt=0, description="audio + actor 0-12 s, warp 12-15 s")

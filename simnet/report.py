@@ -101,6 +101,8 @@ def build_report(run: RunResult) -> Report:
             outcome = data[d]["outcomes"].get(s) if d >= 0 else None
             if outcome:
                 timings[d] = {"phases": outcome[2].get("phases", {}), "missed": outcome[2].get("missed", [])}
+                if "generation_lead_sec" in outcome[2]:  # > 0: began before the slot started
+                    timings[d]["lead_sec"] = outcome[2]["generation_lead_sec"]
                 for key in ("generation_error", "reason"):
                     if key in outcome[2]:
                         timings[d][key] = outcome[2][key]
@@ -216,6 +218,18 @@ def build_report(run: RunResult) -> Report:
             if bad
             else f"no slot committed in [{lo}, {hi})",
         }
+    if e.early_generation:
+        early = [
+            s["slot"]
+            for s in slots
+            if s["committed"] and any(t.get("lead_sec", 0) > 0 for t in s["director_timings"].values())
+        ]
+        inv["expect_early_generation"] = {
+            "ok": bool(early),
+            "detail": f"committed slots made before they started: {early}"
+            if early
+            else "no committed slot was made before it started",
+        }
     wall = round(run.ended_at - run.started_at, 1)
     return Report(sc.name, slots, nodes, inv, run.events, wall, backend=run.backend, support=run.support)
 
@@ -226,12 +240,13 @@ def summary(report: Report) -> str:
         "",
     ]
     lines.append(
-        f"{'slot':>4}  {'directors':<16} {'cert at':>8} {'round':>5}  {'output':<12} {'media on':>8}  phases of the directors (gen/ver/agr s)"
+        f"{'slot':>4}  {'directors':<16} {'cert at':>8} {'round':>5}  {'output':<12} {'media on':>8}  phases of the directors (gen/ver/agr s, ^ made ahead by)"
     )
     for s in report.slots:
         phases = "; ".join(
             f"{d}:"
             + "/".join(f"{t['phases'].get(p, 0):.2f}" for p in PHASES[:3])
+            + (f"^{t['lead_sec']:.1f}" if t.get("lead_sec", 0) > 0 else "")
             + ("!" + ",".join(t["missed"]) if t["missed"] else "")
             for d, t in s["director_timings"].items()
         )

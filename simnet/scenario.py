@@ -76,6 +76,8 @@ class Expectations(_Strict):
     evidence_against: tuple[int, ...] = ()  # nodes some honest node must hold evidence against
     media_everywhere: bool = False  # every live honest node holds every committed slot's media
     no_commit_during: tuple[float, float] | None = None  # slots (from, to) where no slot may commit
+    # some committed slot's directors began making it before the slot started (issue 21, step 3)
+    early_generation: bool = False
 
 
 class Scenario(_Strict):

@@ -126,6 +126,8 @@ def test_reputation_overrides_change_the_weights() -> None:
         ({"slot_sec": 0}, "slot_sec must be positive"),
         ({"directors_per_slot": 0}, "directors_per_slot must be at least 1"),
         ({"evidence_lag": 0}, "evidence_lag must be at least 1"),
+        ({"recipe_lag": 0}, "recipe_lag must be between 1 and 16"),
+        ({"recipe_lag": 17}, "recipe_lag must be between 1 and 16"),
     ],
 )
 def test_genesis_bounds(signers, kw, message) -> None:

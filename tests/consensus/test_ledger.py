@@ -12,9 +12,11 @@ from tests.consensus.conftest import keys, validators
 SIGNERS = keys(12)
 BY_KEY = {s.public_key: s for s in SIGNERS}
 # Known answers for genesis() below (12 validators in 4 regions, seed b"g"): changing them breaks
-# agreement between nodes of different releases, so a change here must be deliberate.
-KNOWN_SLOT0 = [8, 10, 11, 0, 1]
-KNOWN_SLOT1 = [6, 9, 10, 0, 7]
+# agreement between nodes of different releases, so a change here must be deliberate. Changed
+# deliberately in issue 21 (step 3): the genesis gained `recipe_lag`, so its chain id, which seeds the
+# election, changed; the draw itself did not.
+KNOWN_SLOT0 = [1, 11, 5, 2, 0]
+KNOWN_SLOT1 = [6, 9, 3, 1, 11]
 
 
 def genesis(**kw) -> Genesis:
@@ -34,12 +36,34 @@ def certify(ledger: Ledger, slot: int, value: Value) -> Certificate:
 
 def test_same_chain_same_directors_and_recipes() -> None:
     a, b = Ledger(genesis()), Ledger(genesis())
-    for slot in range(6):
-        cert = certify(a, slot, Value(sha256(b"m%d" % slot), b'{"slot": %d}' % (slot + 1)))
+    for slot in range(6):  # the certificate of slot s fixes the recipe of slot s + recipe_lag (2)
+        cert = certify(a, slot, Value(sha256(b"m%d" % slot), b'{"slot": %d}' % (slot + 2)))
         a.apply(cert)
         b.apply(cert)
     assert [a.directors(s) for s in range(10)] == [b.directors(s) for s in range(10)]
-    assert a.recipe(4) == b'{"slot": 4}' and a.recipe(100) is None
+    assert [a.recipe(s) for s in range(2, 8)] == [b'{"slot": %d}' % s for s in range(2, 8)]
+    assert a.recipe(0) is None and a.recipe(1) is None and a.recipe(100) is None
+
+
+@pytest.mark.parametrize("lag", [1, 2, 5])
+def test_a_recipe_is_settled_once_the_certificate_that_fixes_it_is_held(lag: int) -> None:
+    """Issue 21, step 3: slot s plays what the certificate of s - recipe_lag fixed. A director may make
+    slot s as soon as that certificate is here; slots before any certificate can fix them play the
+    fallback from genesis on."""
+    ledger = Ledger(genesis(recipe_lag=lag))
+    assert [ledger.recipe_settled(s) for s in range(lag + 1)] == [True] * lag + [False]
+    assert all(ledger.recipe(s) is None for s in range(lag))  # the fallback, known from the start
+    ledger.apply(certify(ledger, 0, Value(sha256(b"m0"), b'{"for": "lag"}')))
+    assert ledger.recipe_settled(lag) and ledger.recipe(lag) == b'{"for": "lag"}'
+    assert ledger.recipe(lag - 1) is None and ledger.recipe(lag + 1) is None
+    assert not ledger.recipe_settled(lag + 1)  # slot 1's certificate is not here yet
+    # a certificate without a recipe settles its slot on the fallback
+    ledger.apply(certify(ledger, 1, Value(sha256(b"m1"), None)))
+    assert ledger.recipe_settled(lag + 1) and ledger.recipe(lag + 1) is None
+
+
+def test_the_recipe_lag_is_part_of_the_chain_id() -> None:
+    assert Ledger(genesis(recipe_lag=1)).chain_id != Ledger(genesis(recipe_lag=2)).chain_id
 
 
 def test_a_partition_of_any_length_leaves_one_director_set_per_slot() -> None:
@@ -233,7 +257,7 @@ def test_memory_holds_a_window_and_the_evidence_whatever_the_chain_length() -> N
     assert ledger.head == 199 and ledger.floor == 184
     assert len(ledger.recent) <= 2 * 16 and min(ledger.recent) >= 184 - 16
     assert ledger.certificate(199) is not None and ledger.certificate(100) is None
-    assert ledger.recipe(199) == b'{"s": 198}'  # the window holds what recipe() reads
+    assert ledger.recipe(199) == b'{"s": 197}'  # the window holds what recipe() reads
     assert sorted(ledger._with_evidence) == [30, 120]  # noqa: SLF001 - the test's own module's state
     # an old certificate (catch-up filling a gap below the window) is verified but not held
     gap = Ledger(genesis(), keep_slots=16)

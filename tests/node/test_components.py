@@ -145,8 +145,9 @@ def test_each_slot_plays_its_certified_recipe_or_says_why_not(tmp_path: Path) ->
     queue = RecipeQueue(ledger, Recipe.parse(FALLBACK_RECIPE), limit=2)
     fallback, note = queue.recipe_for(5)
     assert fallback is queue.fallback and note is not None and "no recipe committed" in note
-    ledger.apply(certify(ledger, 4, Value(sha256(b"m4"), recipe("next").canonical_bytes())))
-    ledger.apply(certify(ledger, 6, Value(sha256(b"m6"), b'{"audio_track": 1}')))
+    # the certificate of slot s fixes the recipe of slot s + recipe_lag (2)
+    ledger.apply(certify(ledger, 3, Value(sha256(b"m3"), recipe("next").canonical_bytes())))
+    ledger.apply(certify(ledger, 5, Value(sha256(b"m5"), b'{"audio_track": 1}')))
     chosen, note = queue.recipe_for(5)
     assert chosen.canonical_bytes() == recipe("next").canonical_bytes() and note is None
     unusable, note = queue.recipe_for(7)
