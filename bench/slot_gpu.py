@@ -74,6 +74,10 @@ def settings_for(args: argparse.Namespace):
         data["warp"]["face_threshold"] = 0.0  # a random CLIP sees no face anywhere: animate every actor
         data["warp"]["compile"] = args.compile
         data["warp"]["compile_cache_dir"] = args.compile_cache
+        data["warp"]["cuda_graphs"] = args.cuda_graphs
+        data["warp"]["batch_size"] = args.batch
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark  # an experiment, not an engine setting
+        data["encode"]["threads"] = args.encode_threads
         data["vram"]["hard_limit_gb"] = args.hard_limit
         data["vram"]["soft_limit_gb"] = min(data["vram"]["soft_limit_gb"], args.hard_limit)
     return GenerationSettings.from_mapping(data)
@@ -125,7 +129,7 @@ def render_warp(pipeline, result, emotion: str) -> None:
     )  # fmt: skip
 
 
-def profile_warp(pipeline, table_path: str) -> dict:
+def profile_warp(pipeline, table_path: str, trace_path: str | None = None) -> dict:
     """The warp stage of one more slot under torch.profiler, in this thread (the profiler sees only the
     thread that starts it; the pipeline runs its stages in worker threads): the top kernels by device
     time to `table_path`, and the stage's named ranges (driving, source, W, G, pixels)."""
@@ -143,6 +147,8 @@ def profile_warp(pipeline, table_path: str) -> dict:
     events = prof.key_averages()
     Path(table_path).parent.mkdir(parents=True, exist_ok=True)
     Path(table_path).write_text(events.table(sort_by="self_device_time_total", row_limit=40))
+    if trace_path:  # the timeline (chrome://tracing, Perfetto): where the GPU waits, and on what
+        prof.export_chrome_trace(trace_path)
     ranges = ("warp", "lp:driving", "lp:source", "lp:W", "lp:G", "lp:pixels")
     top = sorted(events, key=lambda e: e.self_device_time_total, reverse=True)[:25]
     return {
@@ -161,6 +167,30 @@ def profile_warp(pipeline, table_path: str) -> dict:
             {"name": e.key[:120], "self_device_ms": e.self_device_time_total / 1000, "calls": e.count}
             for e in top
         ],
+    }
+
+
+def check_graphs(pipeline) -> dict:
+    """W and G replayed from a CUDA graph against the plain call on the same inputs: the same frames?"""
+    from generation.liveportrait.graphs import GraphedRender
+
+    warp = pipeline.warp
+    model, batch = warp.model, warp.batch_size
+    size = model.cfg.input_size
+    with torch.inference_mode():
+        source = model.prepare_source(torch.rand(3, size, size, device=model.device))
+        kp = source.kp_source.expand(batch, -1, -1) + 0.02 * torch.randn(
+            batch, model.cfg.num_kp, 3, device=model.device
+        )
+        plain = model.render(source, kp).float()
+        graphed = GraphedRender(model, source, batch)
+        replayed = graphed(source, kp).float()
+        short = graphed(source, kp[:1]).float()
+        graphed.release()
+    return {
+        "batch": batch,
+        "max_abs_diff": float((plain - replayed).abs().max()),
+        "short_batch_max_abs_diff": float((plain[:1] - short).abs().max()),
     }
 
 
@@ -245,7 +275,8 @@ def run(args: argparse.Namespace) -> dict:
             totals.append(total)
             for name, ms in times.items():
                 phases.setdefault(name, []).append(ms)
-        profile = profile_warp(pipeline, args.profile) if args.profile else None
+        profile = profile_warp(pipeline, args.profile, args.trace) if args.profile else None
+        graphs_check = check_graphs(pipeline) if settings.warp.cuda_graphs else None
         flops = count_flops(pipeline) if args.flops else None
     during = memory(device)
     return {
@@ -265,6 +296,9 @@ def run(args: argparse.Namespace) -> dict:
             "encoder": encoder_choice(settings) if encode != "none" else None,
             "parallel_audio_actor": settings.pipeline.parallel_audio_actor,
             "warp_compile": settings.warp.compile,
+            "warp_cuda_graphs": settings.warp.cuda_graphs,
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "graphs_equal_eager": graphs_check,
             "compile_cache_dir": args.compile_cache,
             "speech_window_sec": settings.speech.window_sec,
         },
@@ -296,6 +330,11 @@ def print_table(r: dict) -> None:
     m = r["memory"]
     print(f"slot_gpu on {r['card']} ({r['config']['source']} weights), torch {r['torch']}")
     print(f"cold start (every model built and resident): {r['cold_start_sec']:.1f} s")
+    c = r["config"]
+    print(
+        f"warp: batch {c['liveportrait_batch']}, compile {c['warp_compile']}, CUDA graphs {c['warp_cuda_graphs']}"
+        f" (equal to the plain call: {c['graphs_equal_eager']}), cuDNN benchmark {c['cudnn_benchmark']}"
+    )
     print(f"encode: {r['config']['encode']}, {r['config']['encoder'] or 'no encoder'}")
     if m["per_model_allocated_gb"]:
         print(f"{'model':14s} {'allocated GB':>13s} {'budget GB':>10s}")
@@ -331,9 +370,20 @@ def main() -> None:
         "--compile", action="store_true", help="torch.compile LivePortrait's W and G (warp.compile)"
     )
     parser.add_argument(
+        "--cuda-graphs", action="store_true", help="replay W and G from a CUDA graph (warp.cuda_graphs)"
+    )
+    parser.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="torch.backends.cudnn.benchmark: cuDNN times its algorithms per shape",
+    )
+    parser.add_argument("--encode-threads", type=int, default=0, help="encode.threads (0: one per core)")
+    parser.add_argument("--batch", type=int, default=0, help="warp.batch_size (0: the most the memory fits)")
+    parser.add_argument(
         "--profile", default=None, metavar="TABLE",
         help="after the measured slots, one more under torch.profiler: its kernel table to TABLE",
     )  # fmt: skip
+    parser.add_argument("--trace", default=None, metavar="JSON", help="with --profile: its timeline to JSON")
     parser.add_argument(
         "--flops", action="store_true", help="after the measured slots, count each stage's FLOPs (eager only)"
     )

@@ -217,6 +217,11 @@ class WarpSettings(_Strict):
         description="quality for time, for cards that cannot animate every frame in the slot: render every "
         "Nth frame and hold it N frames (N times less warp work; lips and head move at 24/N fps). 1: off",
     )
+    cuda_graphs: bool = Field(
+        False,
+        description="on CUDA, record W and G once a slot (after its first batch) and replay them for every "
+        "other batch: one launch instead of hundreds; the graph's activations are held for the stage",
+    )
     compile_cache_dir: Path | None = Field(
         None,
         description="where torch.compile keeps its compiled kernels (sets TORCHINDUCTOR_CACHE_DIR), so a "

@@ -275,7 +275,12 @@ class VortexPipeline:
         )
         face = FaceCheck(clip_b, w.face_threshold) if w.face_threshold > 0 else None
         return LivePortraitWarp(
-            model, batch_size=batch, driving=driving, face_check=face, hold_frames=w.hold_frames
+            model,
+            batch_size=batch,
+            driving=driving,
+            face_check=face,
+            hold_frames=w.hold_frames,
+            cuda_graphs=w.cuda_graphs,
         )
 
     def _check_encoder(self) -> None:
@@ -601,11 +606,21 @@ class VortexPipeline:
         return written
 
     async def _stage(self, clock: _StageClock, name: str, fn: Callable[..., T], *args: Any) -> T:
-        """Check memory, then run `fn` in a worker thread, timed under `name`; errors become `StageError`."""
+        """Check memory, then run `fn` in a worker thread, timed under `name`; errors become `StageError`.
+
+        On CUDA the stage ends when its kernels have: a stage returns once it has queued them, so
+        without the wait a stage's GPU tail was timed as part of the next one's (issue 21)."""
         self.vram_monitor.check(name)
+
+        def until_done() -> T:
+            out = fn(*args)
+            if self.device.type == "cuda":
+                torch.cuda.current_stream(self.device).synchronize()
+            return out
+
         with clock.track(name):
             try:
-                return await anyio.to_thread.run_sync(fn, *args)
+                return await anyio.to_thread.run_sync(until_done)
             except VortexError:
                 raise
             except torch.OutOfMemoryError as exc:

@@ -28,6 +28,7 @@ from torch.profiler import record_function
 from generation.liveportrait.driving import EMOTION_PRESETS, MotionTrack, drive
 from generation.liveportrait.face import FaceCheck
 from generation.liveportrait.gentle import drift_frames
+from generation.liveportrait.graphs import GraphedRender
 from generation.liveportrait.keypoints import LIP_KEYPOINTS, rotation, transform
 from generation.liveportrait.model import LivePortrait, SourceState
 from generation.models.cancel import cancel_point
@@ -70,12 +71,16 @@ class LivePortraitWarp:
         driving: DrivingSettings = DrivingSettings(),
         face_check: FaceCheck | None = None,
         hold_frames: int = 1,
+        cuda_graphs: bool = False,
     ) -> None:
+        """`cuda_graphs`: after a slot's first batch, W and G are replayed from a CUDA graph recorded for the
+        slot (`generation.liveportrait.graphs`); CUDA only."""
         if hold_frames < 1:
             raise ValueError(f"hold_frames must be at least 1, got {hold_frames}")
         self.model = model
         self.batch_size = batch_size
         self.hold_frames = hold_frames
+        self.cuda_graphs = cuda_graphs and model.device.type == "cuda"
         self.driving = driving
         self.face_check = face_check
 
@@ -135,25 +140,34 @@ class LivePortraitWarp:
         asynchronous = self.model.device.type == "cuda" and video.device.type == "cpu" and video.is_pinned()
         hold = self.hold_frames  # render every hold-th frame and repeat it: hold times fewer W and G runs
         kp_rendered = kp_driving[::hold]
-        for first in range(0, kp_rendered.shape[0], self.batch_size):
-            cancel_point()
-            frames = self.model.render(source, kp_rendered[first : first + self.batch_size])
-            start, stop = first * hold, min((first + frames.shape[0]) * hold, num_frames)
-            with record_function("lp:pixels"):
-                if frames.shape[-2:] != video.shape[-2:]:
-                    frames = F.interpolate(
-                        frames.float(), size=video.shape[-2:], mode="bilinear", antialias=True
-                    )
-                pixels = to_pixels(frames.float(), video.dtype)
-                if hold > 1:
-                    pixels = pixels.repeat_interleave(hold, dim=0)[: stop - start]
-                video[start:stop].copy_(pixels, non_blocking=asynchronous)
-            if on_batch is not None:
-                ready = None
-                if asynchronous:
-                    ready = torch.cuda.Event()
-                    ready.record(torch.cuda.current_stream(self.model.device))
-                on_batch(video[start:stop], ready)
+        graphed: GraphedRender | None = None
+        try:
+            for first in range(0, kp_rendered.shape[0], self.batch_size):
+                cancel_point()
+                if self.cuda_graphs and first > 0 and graphed is None:  # the first batch ran plainly
+                    with record_function("lp:record"):
+                        graphed = GraphedRender(self.model, source, self.batch_size)
+                render = graphed or self.model.render  # a graph's frames are read below, before it replays
+                frames = render(source, kp_rendered[first : first + self.batch_size])
+                start, stop = first * hold, min((first + frames.shape[0]) * hold, num_frames)
+                with record_function("lp:pixels"):
+                    if frames.shape[-2:] != video.shape[-2:]:
+                        frames = F.interpolate(
+                            frames.float(), size=video.shape[-2:], mode="bilinear", antialias=True
+                        )
+                    pixels = to_pixels(frames.float(), video.dtype)
+                    if hold > 1:
+                        pixels = pixels.repeat_interleave(hold, dim=0)[: stop - start]
+                    video[start:stop].copy_(pixels, non_blocking=asynchronous)
+                if on_batch is not None:
+                    ready = None
+                    if asynchronous:
+                        ready = torch.cuda.Event()
+                        ready.record(torch.cuda.current_stream(self.model.device))
+                    on_batch(video[start:stop], ready)
+        finally:
+            if graphed is not None:
+                graphed.release()
         if asynchronous:
             torch.cuda.current_stream(self.model.device).synchronize()
         if not phonemes:

@@ -370,3 +370,21 @@ def test_hold_frames_renders_every_nth_frame_and_holds_it(tmp_path: Path) -> Non
         assert torch.equal(b.video_frames[i], b.video_frames[i - i % 4])
     # the same driving frames rendered in other batches: equal up to a pixel level of rounding
     assert (b.video_frames[::4].int() - a.video_frames[::4].int()).abs().max() <= 1
+
+
+def test_cuda_graphs_need_a_cuda_device_and_the_cpu_renders_plainly(tiny_model: LivePortrait) -> None:
+    """warp.cuda_graphs is for CUDA (generation.liveportrait.graphs; equality with the plain call is checked
+    on the card by bench/slot_gpu.py --cuda-graphs): on the CPU the graph is refused and the warp ignores
+    the setting instead of failing a slot."""
+    from generation.liveportrait.graphs import GraphedRender
+
+    size = tiny_model.cfg.input_size
+    source = tiny_model.prepare_source(torch.rand(3, size, size))
+    with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
+        GraphedRender(tiny_model, source, 2)
+    warp = LivePortraitWarp(tiny_model, batch_size=2, cuda_graphs=True)
+    assert not warp.cuda_graphs
+    out = tiny_model.cfg.output_size
+    video = torch.zeros(5, 3, out, out, dtype=torch.uint8)
+    result = warp.render(torch.rand(3, out, out), video, 5, phonemes=speech(("a", 0.0, 0.2)))
+    assert result.mode == "liveportrait" and result.frames.float().std() > 0
