@@ -135,7 +135,8 @@ def watch_metrics(
 
 
 def schedule(node: Channel, count: int) -> dict[str, Any]:
-    """The last `count` slots up to the current one: what played, who directed, and the proof."""
+    """The last `count` slots up to the current one (what played, who directed, and the proof), and the
+    slots coming up whose recipe a certificate has already fixed (recipe_lag slots ahead at most)."""
     now = node.current_slot()
     first = max(0, now - count + 1)
     arrivals = node.storage.certificate_arrivals(first)
@@ -143,20 +144,9 @@ def schedule(node: Channel, count: int) -> dict[str, Any]:
     slots = []
     for slot in range(now, first - 1, -1):
         cert = node.ledger.certificate(slot)
-        recipe, note = node.recipes.recipe_for(slot)
         start = node.genesis.slot_start(slot)
-        entry: dict[str, Any] = {
-            "slot": slot,
-            "starts_at": start,
-            "directors": [str(peer_id_of(d)) for d in node.ledger.directors(slot)],
-            "recipe": {
-                "script": recipe.audio_track.script,
-                "prompt": recipe.visual_track.prompt,
-                "voice": recipe.audio_track.voice_id,
-                "fallback": note is not None,
-            },
-            "committed": cert is not None,
-        }
+        entry = _programme(node, slot)
+        entry["committed"] = cert is not None
         if cert is not None:
             entry.update(
                 round=cert.round,
@@ -178,6 +168,11 @@ def schedule(node: Channel, count: int) -> dict[str, Any]:
                 ],
             )
         slots.append(entry)
+    coming_up = [
+        _programme(node, slot)
+        for slot in range(now + 1, now + node.genesis.recipe_lag + 1)
+        if node.ledger.recipe_settled(slot)
+    ]
     return {
         "chain_id": node.chain_id.hex(),
         "now": node.clock.now(),
@@ -185,4 +180,21 @@ def schedule(node: Channel, count: int) -> dict[str, Any]:
         "slot": now,
         "slot_sec": node.genesis.slot_sec,
         "slots": slots,
+        "coming_up": coming_up,
+    }
+
+
+def _programme(node: Channel, slot: int) -> dict[str, Any]:
+    """When a slot starts, who directs it and what it plays (the fallback where no certificate fixed it)."""
+    recipe, note = node.recipes.recipe_for(slot)
+    return {
+        "slot": slot,
+        "starts_at": node.genesis.slot_start(slot),
+        "directors": [str(peer_id_of(d)) for d in node.ledger.directors(slot)],
+        "recipe": {
+            "script": recipe.audio_track.script,
+            "prompt": recipe.visual_track.prompt,
+            "voice": recipe.audio_track.voice_id,
+            "fallback": note is not None,
+        },
     }

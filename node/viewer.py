@@ -1,4 +1,4 @@
-"""The viewer page at `/`: the channel in a `<video>`, what is on, and the schedule.
+"""The viewer page at `/`: the channel in a `<video>`, what is on, what is coming up, and the schedule.
 
 One HTML document with its own small script, no framework and no third-party
 player. The channel runs one slot behind the clock: slot s is made and agreed
@@ -86,6 +86,18 @@ function clipSummary(scores, seats) {
 function render(data) {
   const rows = document.getElementById("schedule");
   rows.replaceChildren();
+  // coming up: slots whose recipe a certificate has fixed already (the latest first, as the table runs)
+  for (const s of [...(data.coming_up || [])].reverse()) {
+    const tr = document.createElement("tr");
+    tr.dataset.slot = s.slot;
+    text(tr.insertCell(), s.slot);
+    text(tr.insertCell(), "coming up").title = s.recipe.script;
+    const directors = text(tr.insertCell(), s.directors.map(d => d.slice(-6)).join(" "));
+    directors.className = "wide hash";
+    directors.title = s.directors.join(", ");
+    text(tr.insertCell(), s.recipe.fallback ? "the fallback programme" : s.recipe.prompt).colSpan = 5;
+    rows.append(tr);
+  }
   for (const s of data.slots) {
     const tr = document.createElement("tr");
     tr.dataset.slot = s.slot;

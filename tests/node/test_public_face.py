@@ -59,6 +59,11 @@ async def test_the_public_face_runs_apart_serves_the_stored_chain_and_is_restart
         slot = held[-1]
         assert listed[slot]["certificate"] == node.ledger.recent[slot].hash.hex()
         assert listed[slot]["clip"] and listed[slot]["clip"][0]["matched"]
+        # coming up: the slots whose recipe a held certificate fixed (recipe_lag 2 ahead at most)
+        coming = {s["slot"]: s for s in schedule["coming_up"]}
+        assert all(schedule["slot"] < s <= schedule["slot"] + 2 for s in coming)
+        if slot + 2 > schedule["slot"]:  # the certificate of `slot` fixed the recipe of slot + 2
+            assert coming[slot + 2]["directors"] and coming[slot + 2]["recipe"]["script"]
         # read by its length: Hypercorn keeps a file response's connection open after it despite
         # "Connection: close" (pgjones/hypercorn#330), so `raw` would wait for its idle timeout
         mp4 = await trio.to_thread.run_sync(fetch, f"http://127.0.0.1:{port}/slots/{slot}.mp4")
