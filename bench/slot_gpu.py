@@ -76,7 +76,6 @@ def settings_for(args: argparse.Namespace):
         data["warp"]["compile_cache_dir"] = args.compile_cache
         data["warp"]["cuda_graphs"] = args.cuda_graphs
         data["warp"]["batch_size"] = args.batch
-        torch.backends.cudnn.benchmark = args.cudnn_benchmark  # an experiment, not an engine setting
         data["encode"]["threads"] = args.encode_threads
         data["vram"]["hard_limit_gb"] = args.hard_limit
         data["vram"]["soft_limit_gb"] = min(data["vram"]["soft_limit_gb"], args.hard_limit)
@@ -235,6 +234,7 @@ def run(args: argparse.Namespace) -> dict:
     settings = settings_for(args)
     device = torch.device(settings.resolved_device())
     if device.type == "cuda":
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark  # an experiment, not an engine setting
         # behave like a card with only the hard limit's memory: past it the allocator fails, as a 12 GB one would
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction(settings.vram.hard_limit_gb * GIB / total, device)

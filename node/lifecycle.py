@@ -217,10 +217,11 @@ class SlotLifecycle:
             record.detail["generation_error"] = "not started by the deadline"
             return
         record.detail["generation_lead_sec"] = round(start - job.started, 3)
-        generated = job.generated or job.finished or self._clock.now()
+        ended = job.finished if job.finished is not None else self._clock.now()  # still running: cut off
+        generated = job.generated if job.generated is not None else ended
         self._timed(record, "generation", generated - job.started)
         if job.generated is not None:
-            self._timed(record, "verification", (job.finished or self._clock.now()) - job.generated)
+            self._timed(record, "verification", ended - job.generated)
         record.detail["waited_sec"] = round(self._clock.now() - waited, 3)
         if scope.cancelled_caught:
             self._missed(record, "generation" if job.generated is None else "verification")

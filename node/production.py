@@ -39,62 +39,8 @@ def recipe_hash(recipe: Recipe) -> bytes:
     return bytes.fromhex(recipe.content_hash())
 
 
-async def generate(
-    engine: VortexPipeline, recipe: Recipe, slot: int, timeout_sec: float, workdir: Path
-) -> GenerationResult:
-    """The slot's frames, speech, CLIP embeddings and its MP4 (encoded under `workdir` as the warp renders).
-
-    A slot that fails or is cut short leaves nothing under `workdir`: `package` removes the folder of
-    one that succeeds, so the folder does not fill over months of slots."""
-    where = slot_dir(workdir, slot)
-    try:
-        result = await engine.generate_slot(
-            recipe, slot, timeout_sec=max(timeout_sec, 0.001), encode_to=where
-        )
-        if not result.success or result.verification is None:
-            raise ProductionError(result.error_msg or "the engine returned no verification")
-    except BaseException:
-        shutil.rmtree(where, ignore_errors=True)  # at most an empty folder and a WAV: quick enough inline
-        raise
-    return result
-
-
 def slot_dir(workdir: Path, slot: int) -> Path:
     return workdir / f"slot-{slot}"
-
-
-async def package(
-    engine: VortexPipeline, result: GenerationResult, recipe: Recipe, store: MediaStore, workdir: Path
-) -> Production:
-    """Add the result's MP4 to the media store (encoding it first if the engine did not), and build the
-    announcement's content."""
-    b = engine.settings.buffers
-    where = slot_dir(workdir, result.slot_id)
-
-    def encode_and_store() -> tuple[SlotMedia, bytes]:
-        try:
-            media = result.media or write_slot_media(
-                result.video_frames,
-                result.audio_waveform,
-                where,
-                fps=b.video.fps,
-                sample_rate=b.audio.sample_rate,
-            )
-            return media, store.add_file(media.mp4_path)
-        finally:
-            shutil.rmtree(where, ignore_errors=True)  # the store holds its own copy
-
-    media, cid = await trio.to_thread.run_sync(encode_and_store)
-    v = result.verification
-    assert v is not None  # checked by generate()
-    output = LocalOutput(
-        recipe_hash=recipe_hash(recipe),
-        embedding_b=embedding_to_bytes(v.embedding_b.float()),
-        embedding_l=embedding_to_bytes(v.embedding_l.float()),
-        self_check=bool(v.self_check_passed),
-        content_hash=cid,
-    )
-    return Production(result, media, cid, output)
 
 
 class EngineMaker:
@@ -109,9 +55,52 @@ class EngineMaker:
         self._workdir = workdir
 
     async def generate(self, recipe: Recipe, slot: int, timeout_sec: float) -> GenerationResult:
-        return await generate(self._engine, recipe, slot, timeout_sec, self._workdir)
+        """The slot's frames, speech, CLIP embeddings and its MP4 (encoded under the work folder as the warp
+        renders).
+
+        A slot that fails or is cut short leaves nothing in the work folder: `package` removes the folder
+        of one that succeeds, so the folder does not fill over months of slots."""
+        where = slot_dir(self._workdir, slot)
+        try:
+            result = await self._engine.generate_slot(
+                recipe, slot, timeout_sec=max(timeout_sec, 0.001), encode_to=where
+            )
+            if not result.success or result.verification is None:
+                raise ProductionError(result.error_msg or "the engine returned no verification")
+        except BaseException:
+            shutil.rmtree(where, ignore_errors=True)  # at most an empty folder and a WAV: quick enough inline
+            raise
+        return result
 
     async def package(self, result: GenerationResult, recipe: Recipe) -> Production:
-        production = await package(self._engine, result, recipe, self._store, self._workdir)
-        self._storage.put_media(production.cid, result.slot_id, production.media.size_bytes, "produced")
-        return production
+        """Add the result's MP4 to the media store (encoding it first if the engine did not) and record it,
+        and build the announcement's content."""
+        b = self._engine.settings.buffers
+        where = slot_dir(self._workdir, result.slot_id)
+        store = self._store
+
+        def encode_and_store() -> tuple[SlotMedia, bytes]:
+            try:
+                media = result.media or write_slot_media(
+                    result.video_frames,
+                    result.audio_waveform,
+                    where,
+                    fps=b.video.fps,
+                    sample_rate=b.audio.sample_rate,
+                )
+                return media, store.add_file(media.mp4_path)
+            finally:
+                shutil.rmtree(where, ignore_errors=True)  # the store holds its own copy
+
+        media, cid = await trio.to_thread.run_sync(encode_and_store)
+        self._storage.put_media(cid, result.slot_id, media.size_bytes, "produced")
+        v = result.verification
+        assert v is not None  # checked by generate()
+        output = LocalOutput(
+            recipe_hash=recipe_hash(recipe),
+            embedding_b=embedding_to_bytes(v.embedding_b.float()),
+            embedding_l=embedding_to_bytes(v.embedding_l.float()),
+            self_check=bool(v.self_check_passed),
+            content_hash=cid,
+        )
+        return Production(result, media, cid, output)

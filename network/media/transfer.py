@@ -142,11 +142,10 @@ class MediaServer:
             async with trio.open_nursery() as nursery:
                 if progress is not None:
                     nursery.start_soon(self._push_have, stream, progress, writing)
+                # raised below, not wrapped in the nursery's group: counted as what it is
                 try:
                     await self._answer(stream, cid, chunk_list, progress, writing)
-                except (
-                    Exception
-                ) as exc:  # raised below, not wrapped in the nursery's group: counted as what it is
+                except Exception as exc:
                     failed = exc
                 nursery.cancel_scope.cancel()
             if failed is not None:
