@@ -42,6 +42,7 @@ class CertificateSource(Protocol):
 
 
 MAX_CATCH_UP_BATCHES = 32  # per call: 2,048 certificates (a day of 45 s slots) at the default batch
+NO_PEERS_RETRY_SEC = 0.5  # a wanted catch-up with nobody connected is tried again this often
 # slots between stored checkpoints: a restart replays at most this many beyond the ledger's window
 CHECKPOINT_EVERY = 128
 
@@ -194,8 +195,17 @@ class ChainKeeper:
         return self._catch_up_wanted.is_set()
 
     async def catch_up_loop(self, source: CertificateSource) -> None:
+        """Catch up whenever asked to; with nobody connected, as soon as somebody is.
+
+        A node that restarts asks at its first slot's start, usually before its
+        peers have reconnected; waiting for the next slot's start would leave it
+        a slot behind (without the certificates that fix the coming recipes and
+        elections) for no reason."""
         while True:
             await self._catch_up_wanted.wait()
+            if not source.connected_peers():
+                await trio.sleep(NO_PEERS_RETRY_SEC)
+                continue  # still wanted
             self._catch_up_wanted = trio.Event()
             await self.catch_up(source)
 

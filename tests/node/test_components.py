@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from libp2p.peer.id import ID
 
 from consensus.certificate import Certificate
@@ -219,3 +220,33 @@ def test_announcements_without_the_canonical_file_have_no_reference_and_old_slot
     assert book.settle(certify(ledger, 2, Value(sha256(b"a"))), ledger.directors(2)) == []
     assert book.settle(certify(ledger, 1, Value(sha256(b"a"))), ledger.directors(1)) == []
     assert len(book.settle(certify(ledger, 4, Value(sha256(b"a"))), ledger.directors(4))) == 1
+
+
+class LatePeers(Peers):
+    """A source with nobody connected until `connect_at` (trio's clock)."""
+
+    def __init__(self, batch: Sequence[bytes], connect_at: float) -> None:
+        super().__init__(batch)
+        self.connect_at = connect_at
+
+    def connected_peers(self) -> list[ID]:
+        return super().connected_peers() if trio.current_time() >= self.connect_at else []
+
+
+@pytest.mark.trio
+async def test_a_catch_up_wanted_with_nobody_connected_runs_once_somebody_is(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A restarted node asks for catch-up at its first slot's start, before its peers have reconnected;
+    it must not then wait for the next slot's start (a CI run left a restarted node a slot behind)."""
+    chain, _, storage, _ = keeper(tmp_path)
+    good = [certify(chain.ledger, s, Value(sha256(b"m%d" % s))).encode() for s in range(3)]
+    peers = LatePeers(good, connect_at=trio.current_time() + 3.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(chain.catch_up_loop, peers)
+        chain.want_catch_up()
+        await trio.sleep(2.9)
+        assert peers.asked == [] and chain.catch_up_pending  # nobody to ask yet: still wanted
+        await trio.sleep(1.0)
+        assert peers.asked == [0] and storage.last_certified_slot() == 2 and not chain.catch_up_pending
+        nursery.cancel_scope.cancel()
