@@ -377,3 +377,32 @@ async def test_21_a_replay_written_while_the_queue_writes_arrives_whole() -> Non
             assert (await sub.get()).data == data
         await trio.sleep(0.5)  # the second copy arrives too, and is dropped as seen
         assert receiver.stats.bad_rpcs == 0 and sender.peer_id in receiver.pubsub.peers
+
+
+async def test_22_yamux_returns_receive_credit_in_halves_of_the_window_not_on_every_read(monkeypatch) -> None:
+    """Defect 22: a 3 KB gossip message cost its receiver three WINDOW_UPDATE frames (pubsub reads the
+    length prefix a byte at a time, and the library credited every read); now one per half window."""
+    from libp2p.stream_muxer.yamux import yamux
+
+    frames: dict[int, int] = {}
+    write_frame = yamux.Yamux._write_frame
+
+    async def counted(self: yamux.Yamux, data: bytes) -> None:
+        frames[data[1]] = frames.get(data[1], 0) + 1  # the header's type byte
+        await write_frame(self, data)
+
+    monkeypatch.setattr(yamux.Yamux, "_write_frame", counted)
+    async with swarm(2) as sw:
+        topic = "/quirk-22"
+        sub = await sw.hosts[1].pubsub.subscribe(topic)
+        await sw.hosts[0].pubsub.subscribe(topic)
+        await wait_for(lambda: len(sw.hosts[0].router.mesh.get(topic, ())) == 1)
+        frames.clear()
+        for i in range(100):  # 300 KB: a little over two half-windows of the default 256 KiB
+            await sw.hosts[0].pubsub.publish(topic, i.to_bytes(2, "big") * 1500)
+        with trio.fail_after(10):
+            for i in range(100):
+                assert (await sub.get()).data == i.to_bytes(2, "big") * 1500
+        data_frames, updates = frames.get(yamux.TYPE_DATA, 0), frames.get(yamux.TYPE_WINDOW_UPDATE, 0)
+        assert data_frames >= 100
+        assert updates <= 10, (updates, data_frames)  # was about 300: three per message
