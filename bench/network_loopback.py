@@ -8,7 +8,9 @@ gossipsub with this project's workarounds and validators):
               instant; time until every director holds the other four
   media       node 0 holds a 5 MB file and gossips that it has it; every
               node fetches it from the providers it has heard of and, once
-              verified, announces itself; time until the last node has it
+              verified, announces itself if it knows fewer than
+              `announce_below_holders` others that have it (as a node does);
+              time until the last node has it
 
 Sizes up to --inprocess-max run as hosts in one trio process; larger ones as
 one OS process per node (the libp2p stack costs milliseconds of CPU per
@@ -182,7 +184,9 @@ async def _fetch(gossip: Gossip, media: MediaService, cid: bytes, out: dict) -> 
     out["media_done"] = time.time()
     out["media_from"] = {str(p): b for p, b in report.bytes_from.items()}
     out["media_duplicate_bytes"] = report.duplicate_bytes
-    await gossip.publish(Topic.MEDIA_HAVE, media.have_message(cid))
+    out["media_announced"] = media.worth_announcing(cid)  # as a node decides (node.propagation)
+    if out["media_announced"]:
+        await gossip.publish(Topic.MEDIA_HAVE, media.have_message(cid))
 
 
 def make_plan(n: int, args: argparse.Namespace, workdir: str, startup: float) -> dict:
@@ -301,6 +305,7 @@ def summarise(n: int, mode: str, outs: list[dict], plan: dict) -> dict:
         "largest_upload_share": round(max(served) / sum(served), 3) if sum(served) else None,
         "duplicate_bytes": sum(o.get("media_duplicate_bytes", 0) for o in outs),
         "media_requests_served": dict(sum((Counter(o.get("media_requests", {})) for o in outs), Counter())),
+        "media_announcements": 1 + sum(1 for o in outs if o.get("media_announced")),  # node 0 and fetchers
         "media_errors": {o.get("index"): o["media_errors"] for o in outs if o.get("media_errors")},
         "failed_nodes": [o.get("index", i) for i, o in enumerate(outs) if o.get("failed")],
     }

@@ -82,6 +82,11 @@ class MediaSettings(_Strict):
     # A peer still downloading tells its sessions what it has at most this often: each message
     # costs py-libp2p about a millisecond of CPU at each end.
     have_interval_sec: float = Field(0.1, ge=0, le=10)
+    # A node that has a file gossips so (media-have) only while it knows fewer than this many other
+    # holders. Every announcement costs every node in the network a gossip delivery (milliseconds of
+    # CPU in py-libp2p); beyond a few holders more tell fetchers nothing they need, as a download
+    # also asks its connected neighbours, and those serve what they hold.
+    announce_below_holders: int = Field(8, ge=1, le=64)
 
 
 class ReconnectSettings(_Strict):

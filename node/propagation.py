@@ -1,8 +1,9 @@
 """Getting a certified slot's media onto this node, and telling peers it is here.
 
 Providers are learnt two ways: directors' signed announcements (votes topic)
-name the content they made, and `media-have` gossip names every node that
-holds it, with addresses to dial. A fetch is retried, with a growing pause,
+name the content they made, and `media-have` gossip names nodes that hold it,
+with addresses to dial: the first few to get it (`announce_below_holders`;
+the rest serve their neighbours, whose downloads ask them anyway). A fetch is retried, with a growing pause,
 until the caller's deadline: providers that are not reachable yet become so as
 announcements arrive.
 """
@@ -76,4 +77,6 @@ class MediaPropagation:
             self._storage.put_media(cid, cert.slot, report.path.stat().st_size, "fetched")
         notes["media"] = cid.hex()
         notes["media_at"] = round(self._wall() - self._slot_start(cert.slot), 3)
-        await publish_own(self._gossip, Topic.MEDIA_HAVE, self.service.have_message(cid))
+        if self.service.worth_announcing(cid, self._announcers.get(cid, ())):
+            await publish_own(self._gossip, Topic.MEDIA_HAVE, self.service.have_message(cid))
+            notes["media_announced"] = True

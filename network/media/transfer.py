@@ -281,6 +281,15 @@ class MediaService:
         if parsed:
             self.net.host.get_peerstore().add_addrs(peer, parsed, PROVIDER_ADDR_TTL_SEC)
 
+    def worth_announcing(self, cid: bytes, also_known: Iterable[ID] = ()) -> bool:
+        """Whether to gossip that this node holds `cid`: only while fewer than
+        `announce_below_holders` other holders are known (from media-have gossip, and
+        `also_known`, e.g. the directors that announced making it), so that a slot
+        costs the network a few announcements, not one per node."""
+        known = self.providers.get(cid, set()) | set(also_known)
+        known.discard(self.net.peer_id)
+        return len(known) < self.settings.announce_below_holders
+
     def have_message(self, cid: bytes) -> bytes:
         """The media-have gossip this node publishes once it holds `cid`."""
         return encode_have(cid, [str(a) for a in self.net.addrs()][:MAX_HAVE_ADDRS])

@@ -387,3 +387,26 @@ async def test_providers_heard_of_are_bounded_whatever_peers_gossip(tmp_path: Pa
         service.add_provider(newest, ID(b"crowd-%d" % j))
     service.add_provider(newest, me)  # never its own provider
     assert len(service.providers[newest]) == MAX_PROVIDERS_PER_CID and me not in service.providers[newest]
+
+
+async def test_a_holder_announces_only_while_few_other_holders_are_known(tmp_path: Path) -> None:
+    """media-have costs every node a gossip delivery: once `announce_below_holders` others are known
+    (from gossip, or the directors that announced making it), one more announcement tells nobody
+    anything they need."""
+    from types import SimpleNamespace
+
+    from libp2p.peer.id import ID
+
+    me = ID(b"me")
+    net = SimpleNamespace(peer_id=me, settings=settings(media=MediaSettings(announce_below_holders=3)))
+    net.set_stream_handler = lambda *a: None
+    service = MediaService(net, MediaStore(tmp_path / "store"))  # type: ignore[arg-type]
+    cid, other = hashlib.sha256(b"slot").digest(), hashlib.sha256(b"other").digest()
+    service.add_provider(cid, ID(b"gossiped-1"))
+    service.add_provider(other, ID(b"gossiped-2"))  # another file's holders do not count
+    assert service.worth_announcing(cid, [ID(b"director-1"), me])  # two others known (itself not counted)
+    assert service.worth_announcing(cid, [ID(b"gossiped-1")])  # one holder named twice counts once
+    assert not service.worth_announcing(cid, [ID(b"director-1"), ID(b"director-2")])
+    service.add_provider(cid, ID(b"gossiped-3"))
+    service.add_provider(cid, ID(b"gossiped-4"))
+    assert not service.worth_announcing(cid) and service.worth_announcing(other)

@@ -250,3 +250,51 @@ async def test_a_catch_up_wanted_with_nobody_connected_runs_once_somebody_is(
         await trio.sleep(1.0)
         assert peers.asked == [0] and storage.last_certified_slot() == 2 and not chain.catch_up_pending
         nursery.cancel_scope.cancel()
+
+
+class HeldMedia:
+    """A media service and store that hold everything, with `known` other holders of each file."""
+
+    def __init__(self, known: int) -> None:
+        self.known = known
+        self.asked_with: list[set[ID]] = []
+
+    def has(self, cid: bytes) -> bool:
+        return True
+
+    def worth_announcing(self, cid: bytes, also_known: Sequence[ID] = ()) -> bool:
+        self.asked_with.append(set(also_known))
+        return self.known + len(set(also_known)) < 8
+
+    def have_message(self, cid: bytes) -> bytes:
+        return b"have " + cid
+
+
+@pytest.mark.trio
+async def test_media_held_is_announced_only_while_the_service_finds_it_worth_it(tmp_path: Path) -> None:
+    from node.propagation import MediaPropagation
+
+    _, _, storage, _ = keeper(tmp_path)
+    cert = certify(Ledger(GENESIS), 1, Value(sha256(b"m1")))
+    for known, announced in ((2, True), (7, False)):
+        media, published = HeldMedia(known), Published()
+        propagation = MediaPropagation(
+            media,
+            media,
+            storage,
+            NodeMetrics(),
+            published,
+            lambda s: 0.0,
+            lambda: 1.0,  # type: ignore[arg-type]
+        )
+        propagation.announced(cert.value.candidate, ID(b"director"))
+        detail: dict = {}
+        await propagation.ensure(cert, detail)
+        assert media.asked_with == [{ID(b"director")}]  # the directors that announced it count as holders
+        assert published.messages == (
+            [(Topic.MEDIA_HAVE, b"have " + cert.value.candidate)] if announced else []
+        )
+        assert (
+            detail.get("media_announced", False) is announced
+            and detail["media"] == cert.value.candidate.hex()
+        )
