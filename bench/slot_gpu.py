@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> dict:
             result = anyio.run(functools.partial(pipeline.generate_slot, recipe(slot), slot, encode_to=into))
             if not result.success:
                 raise SystemExit(f"slot {slot} failed: {result.error_msg}")
-            times = dict(result.stage_times_ms)
+            times = {**result.stage_times_ms, **result.step_times_ms}  # stages, and the warp's steps
             if encode == "after":
                 t = time.perf_counter()
                 write_slot_media(

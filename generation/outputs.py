@@ -45,6 +45,7 @@ def result_summary(
         "video_frames_shape": list(result.video_frames.shape),
         "audio_samples": int(result.audio_waveform.numel()),
         "stage_times_ms": {k: round(t, 3) for k, t in result.stage_times_ms.items()},
+        "step_times_ms": {k: round(t, 3) for k, t in result.step_times_ms.items()},
         "notes": list(result.notes),
         "verification": None
         if v is None

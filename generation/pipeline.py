@@ -83,6 +83,8 @@ class GenerationResult:
     recipe_hash: str | None = None
     warp_mode: str | None = None
     stage_times_ms: dict[str, float] = field(default_factory=dict)
+    # inside a stage: "warp.prologue", "warp.batches", ... wall ms, and "<step>.gpu" the GPU's ms
+    step_times_ms: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     words: list[WordTiming] = field(default_factory=list)  # derived; sample ranges in audio_waveform
     phonemes: list[PhonemeTiming] = field(default_factory=list)
@@ -499,6 +501,7 @@ class VortexPipeline:
         warp_mode = self.warp.mode
         frames = None
         streamed = False
+        step_times: dict[str, float] = {}
         if renderer == "warp":
             frames = await self._render_with_plugin(
                 clock, recipe, payload, notes, "warp", decode_png_frames_into, self.video_buffer, num_frames
@@ -525,6 +528,7 @@ class VortexPipeline:
                 )
 
             warped = await self._stage(clock, "warp", warp)
+            step_times = {f"warp.{step}": ms for step, ms in warped.step_ms.items()}
             frames, warp_mode, face_probability = warped.frames, warped.mode, warped.face_probability
             streamed = isinstance(self.warp, LivePortraitWarp)
             notes.extend(warped.notes)
@@ -556,6 +560,7 @@ class VortexPipeline:
             recipe_hash=recipe.content_hash(),
             warp_mode=warp_mode,
             stage_times_ms=dict(clock.times_ms),
+            step_times_ms=step_times,
             notes=notes,
             words=list(speech.words) if speech else [],
             phonemes=list(speech.phonemes) if speech else [],

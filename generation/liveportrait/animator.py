@@ -34,6 +34,7 @@ from generation.liveportrait.model import LivePortrait, SourceState
 from generation.models.cancel import cancel_point
 from generation.models.warp import check_num_frames
 from generation.utils.pixels import to_pixels
+from generation.utils.step_clock import StepClock
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class WarpOutput:
     notes: list[str] = field(default_factory=list)
     face_probability: float | None = None
     preset: str | None = None
+    # the stage's steps, wall ms and (on CUDA) "<step>.gpu" ms: prologue, first_batch, record, batches, drain
+    step_ms: dict[str, float] = field(default_factory=dict)
 
 
 class LivePortraitWarp:
@@ -105,6 +108,7 @@ class LivePortraitWarp:
         so a streaming encoder can take it while the next batch renders."""
         check_num_frames(video, num_frames)
         cancel_point()
+        steps = StepClock(self.model.device)
         notes: list[str] = []
         probability = None
         if self.face_check is not None:
@@ -136,6 +140,7 @@ class LivePortraitWarp:
             source = self.model.prepare_source(self.crop(actor))
         with record_function("lp:driving"):
             kp_driving = self.driving_keypoints(source, track)
+        steps.mark("prologue")  # face check, motion track, source features, driving keypoints
         # a pinned host buffer takes each batch asynchronously while the next one renders
         asynchronous = self.model.device.type == "cuda" and video.device.type == "cpu" and video.is_pinned()
         hold = self.hold_frames  # render every hold-th frame and repeat it: hold times fewer W and G runs
@@ -147,6 +152,7 @@ class LivePortraitWarp:
                 if self.cuda_graphs and first > 0 and graphed is None:  # the first batch ran plainly
                     with record_function("lp:record"):
                         graphed = GraphedRender(self.model, source, self.batch_size)
+                    steps.mark("record")
                 render = graphed or self.model.render  # a graph's frames are read below, before it replays
                 frames = render(source, kp_rendered[first : first + self.batch_size])
                 start, stop = first * hold, min((first + frames.shape[0]) * hold, num_frames)
@@ -165,14 +171,16 @@ class LivePortraitWarp:
                         ready = torch.cuda.Event()
                         ready.record(torch.cuda.current_stream(self.model.device))
                     on_batch(video[start:stop], ready)
+                steps.mark("first_batch" if first == 0 else "batches")
         finally:
             if graphed is not None:
                 graphed.release()
         if asynchronous:
             torch.cuda.current_stream(self.model.device).synchronize()
+        steps.mark("drain")
         if not phonemes:
             notes.append("warp: no phoneme timings (no speech); lips stay closed, eyes and head still move")
-        return WarpOutput(video[:num_frames], self.mode, notes, probability, preset)
+        return WarpOutput(video[:num_frames], self.mode, notes, probability, preset, steps.times_ms())
 
     def crop(self, actor: torch.Tensor) -> torch.Tensor:
         """The actor image at the model's input size (area-averaged down, as upstream's INTER_AREA)."""

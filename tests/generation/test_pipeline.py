@@ -59,6 +59,10 @@ async def test_generates_a_slot(pipeline: VortexPipeline, recipe: dict) -> None:
     assert result.video_frames.dtype == torch.uint8 and result.video_frames.device.type == "cpu"
     assert result.clip_embedding.shape == (80,)
     assert set(result.stage_times_ms) == {"audio", "actor", "warp", "verify"}
+    # where the warp's time went (wall ms on the CPU; on CUDA each step's GPU ms too), within the stage
+    steps = result.step_times_ms
+    assert {"warp.prologue", "warp.first_batch", "warp.drain"} <= set(steps), steps
+    assert 0 < sum(steps.values()) <= result.stage_times_ms["warp"]
     assert result.generation_time_ms >= max(result.stage_times_ms.values())
     assert result.warp_mode == "liveportrait"
     # animated: the frames differ from one another, and none is merely the actor image
