@@ -3,9 +3,9 @@
 Providers are learnt two ways: directors' signed announcements (votes topic)
 name the content they made, and `media-have` gossip names nodes that hold it,
 with addresses to dial: the first few to get it (`announce_below_holders`;
-the rest serve their neighbours, whose downloads ask them anyway). A fetch is retried, with a growing pause,
-until the caller's deadline: providers that are not reachable yet become so as
-announcements arrive.
+the rest serve their neighbours, whose downloads ask them anyway). A fetch is
+retried, with a growing pause, until the caller's deadline: providers that are
+not reachable yet become so as announcements arrive.
 """
 
 from __future__ import annotations

@@ -102,6 +102,7 @@ def test_slot_benchmark_runs_tiny_on_the_cpu(tmp_path: Path) -> None:
     data = run_script("slot_gpu.py", tmp_path, "--tiny", "--slots", "1")
     assert data["config"]["source"] == "tiny" and data["config"]["sources"]["warp"] == "liveportrait"
     assert {"audio", "actor", "warp", "verify", "encode"} <= set(data["phase_ms"])
+    assert {"warp.prologue", "warp.first_batch", "warp.drain"} <= set(data["phase_ms"])  # the warp's steps
     assert 0 < data["slot_ms"]["p50"] <= data["slot_ms"]["p99"] and data["cold_start_sec"] > 0
 
 
