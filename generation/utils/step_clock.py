@@ -10,6 +10,7 @@ stage has waited for its kernels. Off CUDA only the wall times are kept.
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import torch
 
@@ -30,10 +31,12 @@ class StepClock:
 
     def times_ms(self) -> dict[str, float]:
         """Each step's wall ms, and on CUDA its GPU ms as "<step>.gpu"; call after the kernels have run."""
+        last = self._marks[-1][2]
+        if last is not None:
+            last.synchronize()  # every earlier mark has then completed too
         out: dict[str, float] = {}
-        for (_, wall0, event0), (step, wall1, event1) in zip(self._marks, self._marks[1:], strict=False):
+        for (_, wall0, event0), (step, wall1, event1) in pairwise(self._marks):
             out[step] = out.get(step, 0.0) + (wall1 - wall0) * 1000.0
             if event0 is not None and event1 is not None:
-                event1.synchronize()
                 out[f"{step}.gpu"] = out.get(f"{step}.gpu", 0.0) + event0.elapsed_time(event1)
         return out
