@@ -164,6 +164,7 @@ def build_libp2p_host(identity: Identity, settings: NetworkSettings) -> IHost:
     """Noise is the only security transport offered or accepted; yamux the only muxer."""
     quirks.shield_noise_writes()  # defect 14
     quirks.window_updates_at_half()  # defect 22
+    quirks.yamux_frames_fit_noise()  # defect 23
     key_pair = identity.key_pair
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     host = new_host(

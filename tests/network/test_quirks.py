@@ -406,3 +406,42 @@ async def test_22_yamux_returns_receive_credit_in_halves_of_the_window_not_on_ev
         data_frames, updates = frames.get(yamux.TYPE_DATA, 0), frames.get(yamux.TYPE_WINDOW_UPDATE, 0)
         assert data_frames >= 100
         assert updates <= 10, (updates, data_frames)  # was about 300: three per message
+
+
+async def test_23_a_yamux_frame_goes_out_as_one_noise_message_not_two(monkeypatch) -> None:
+    """Defect 23: a full yamux frame (65,536 bytes) exceeded Noise's 65,519-byte plaintext, so each
+    went out as two Noise messages, the second of 17 bytes; now every frame fits one message."""
+    from libp2p.security.noise.io import BaseNoiseMsgReadWriter, NoisePacketReadWriter
+
+    from network.streams import read_frame, write_frame
+
+    packets: dict[int, int] = {}  # Noise messages written, by session
+    frames: list[tuple[int, int]] = []  # (plaintext bytes, Noise messages it took)
+    write_packet, write_plain = NoisePacketReadWriter.write_msg, BaseNoiseMsgReadWriter.write_msg
+
+    async def count_packet(self: NoisePacketReadWriter, msg: bytes) -> None:
+        packets[id(self)] = packets.get(id(self), 0) + 1
+        await write_packet(self, msg)
+
+    async def count_plain(self: BaseNoiseMsgReadWriter, msg: bytes, prefix_encoded: bool = False) -> None:
+        before = packets.get(id(self.read_writer), 0)  # a session writes one frame at a time (yamux's lock)
+        await write_plain(self, msg, prefix_encoded)
+        frames.append((len(msg), packets[id(self.read_writer)] - before))
+
+    monkeypatch.setattr(NoisePacketReadWriter, "write_msg", count_packet)
+    monkeypatch.setattr(BaseNoiseMsgReadWriter, "write_msg", count_plain)
+    data = bytes(range(256)) * 4096  # 1 MiB
+    got: list[bytes] = []
+
+    async def receive(stream) -> None:
+        got.append(await read_frame(stream, len(data)))
+
+    async with swarm(2) as sw:
+        sw.hosts[1].set_stream_handler("/quirk-23", receive)
+        stream = await sw.hosts[0].new_stream(sw.hosts[1].peer_id, "/quirk-23")
+        frames.clear()
+        await write_frame(stream, data)
+        await wait_for(lambda: got)
+        assert got == [data]
+        assert sum(1 for size, _ in frames if size > 60_000) == len(data) // 65_507
+        assert all(messages == 1 for _, messages in frames), [f for f in frames if f[1] != 1][:3]
