@@ -79,14 +79,15 @@ class MediaSettings(_Strict):
     # start before the answer is "missing"; the fetcher asks again `rewatch_sec` later.
     missing_wait_sec: float = Field(0.5, ge=0, le=60)
     rewatch_sec: float = Field(0.3, gt=0, le=60)
-    # A peer still downloading tells its sessions what it has at most this often: each message
-    # costs py-libp2p about a millisecond of CPU at each end.
+    # A peer still downloading pushes its have-map to a session (to answer the fetcher's want) at
+    # most this often: each message costs py-libp2p about a millisecond of CPU at each end.
     have_interval_sec: float = Field(0.1, ge=0, le=10)
     # A node that has a file gossips so (media-have) only while it knows fewer than this many other
     # holders. Every announcement costs every node in the network a gossip delivery (milliseconds of
     # CPU in py-libp2p); beyond a few holders more tell fetchers nothing they need, as a download
-    # also asks its connected neighbours, and those serve what they hold.
-    announce_below_holders: int = Field(8, ge=1, le=64)
+    # also asks its connected neighbours, and those serve what they hold. With 2, a slot's file is
+    # announced by its maker and the first to fetch it (more when several finish at once).
+    announce_below_holders: int = Field(2, ge=1, le=64)
 
 
 class ReconnectSettings(_Strict):

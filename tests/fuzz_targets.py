@@ -269,6 +269,7 @@ STREAM_INPUTS = st.one_of(
                 st.lists(st.integers(-2, 3) | HUGE_INTS, max_size=4).map(
                     lambda i: _framed(cbor2.dumps(["get", i]))
                 ),
+                (st.binary(max_size=3) | VALUES).map(lambda need: _framed(cbor2.dumps(["want", need]))),
                 CBOR_BYTES.map(_framed),
                 st.binary(max_size=40),
             ),

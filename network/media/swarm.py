@@ -8,11 +8,13 @@ a moment ago is already available to its neighbours:
 
 - **sessions and have-maps**: a download opens one stream, a session, to each peer
   it knows (providers first, then its neighbours); the peer answers with the chunk
-  list and its have-map, pushes the have-map again each time it verifies more
-  (BitTorrent's HAVE messages), and answers chunk requests on the same stream.
-  One stream per peer and file, not one per request: py-libp2p spends milliseconds
-  of CPU on every stream it opens (multistream negotiation), which on a loaded
-  machine cost more than the chunks;
+  list and its have-map, and a new map with each chunk answer. When a peer has
+  nothing the download still lacks, the download sends it a *want* (the chunks it
+  lacks and is not fetching elsewhere) and the peer answers with its map once its
+  own download has verified one of them (BitTorrent's HAVE messages, sent only
+  where they are of use). One stream per peer and file, not one per request:
+  py-libp2p spends milliseconds of CPU on every stream it opens (multistream
+  negotiation), which on a loaded machine cost more than the chunks;
 - **rarest first**: chunks are asked for from the peers that have them, the ones
   fewest watched peers hold first (ties at random), so what the swarm holds
   diversifies instead of every fetcher taking chunk 0 from the same peer;
@@ -48,7 +50,7 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
 from consensus.wire import DecodeError, canonical
-from network.media.content import ChunkList, decode_have_map
+from network.media.content import ChunkList, decode_have_map, encode_have_map
 from network.media.store import PartialFile, StoreError
 from network.settings import MediaSettings
 from network.streams import (
@@ -70,6 +72,9 @@ OPEN_TIMEOUT_FACTOR = 4  # opening a session may take this many request timeouts
 DIAL_AFTER_SEC = 0.5  # peers not connected are dialled when the connected ones bring no news this long
 MAX_MESSAGE_BYTES = 64 * 1024  # a session message other than chunk data: have-map or answer header
 CLOSE_TIMEOUT_SEC = 2.0  # sessions closed gracefully at the end of a download, then reset
+OUTBOX_MESSAGES = (
+    4  # requests queued for one session's writer: a get, and wants (a want is skipped when full)
+)
 
 
 class FetchError(Exception):
@@ -149,6 +154,7 @@ class _Peer:
     retry_at: float = 0.0  # when a "later" session is opened again
     busy_until: float = 0.0
     asked: list[int] | None = None  # the chunk request it has not answered yet
+    wanting: bool = False  # a want sent, not yet answered by a have-map
     asked_at: float = 0.0
     stream: INetStream | None = None
     outbox: trio.MemorySendChannel | None = None
@@ -334,10 +340,20 @@ class Download:
             i for p in self.peers.values() if p.state == "open" and p.have for i in self.need if p.have[i]
         )
         for peer in free:
-            if in_flight >= self.settings.parallel_providers:
-                return
             assert peer.have is not None and peer.outbox is not None
-            offer = [i for i in self.need if peer.have[i] and not self.asked.get(i)]
+            unasked = [i for i in self.need if not self.asked.get(i)]
+            offer = [i for i in unasked if peer.have[i]]
+            if not offer and not peer.wanting and unasked:
+                # it has nothing we would ask it for: it says so when it has (one message, not one per chunk)
+                need = [False] * len(peer.have)
+                for i in unasked:
+                    need[i] = True
+                # the last place in the outbox is the get's; with no other, the want goes on a later pass
+                if peer.outbox.statistics().current_buffer_used < OUTBOX_MESSAGES - 1:
+                    peer.outbox.send_nowait(["want", encode_have_map(need)])
+                    peer.wanting = True
+            if in_flight >= self.settings.parallel_providers:
+                continue
             if offer:
                 offer.sort(key=lambda i: (rarity[i], random.random()))
                 chunks = offer[: self.settings.chunks_per_request]
@@ -369,6 +385,10 @@ class Download:
     def _answered(self, peer: _Peer) -> None:
         for i in peer.asked or ():
             self.asked[i].discard(peer.id)
+        if any(i in self.need and not self.asked[i] for i in peer.asked or ()):
+            # chunks to ask for again (busy, missing, or the peer left): the wants out leave them out
+            for other in self.peers.values():
+                other.wanting = False
         peer.asked = None
         self._wake()
 
@@ -387,7 +407,8 @@ class Download:
                         raise ProtocolViolation("watch reply without a chunk list and have-map")
                     chunk_list = self._check_list(status[1])
                     self._update_have(peer, status[2], chunk_list)
-                    outbox, inbox = trio.open_memory_channel[list](1)
+                    # one get at a time (the next once it is answered), and wants that leave it a place
+                    outbox, inbox = trio.open_memory_channel[list](OUTBOX_MESSAGES)
                     peer.outbox, peer.state = outbox, "open"
                     self._wake()
                     failed: Exception | None = None
@@ -452,9 +473,10 @@ class Download:
             elif kind == "missing":  # it advertised chunks it does not serve
                 self._drop(peer, "chunks: missing though advertised")
                 return
-            elif len(message) != 2 or message[1] != peer.asked:
+            elif len(message) != 3 or message[1] != peer.asked:
                 raise ProtocolViolation("answer for chunks that were not asked for")
             else:
+                self._update_have(peer, message[2], chunk_list)
                 await self._receive_chunks(peer, stream, chunk_list)
             self._answered(peer)
 
@@ -499,6 +521,7 @@ class Download:
         if peer.have is not None:  # verified chunks stay verified: a map only grows
             have = [a or b for a, b in zip(have, peer.have, strict=True)]
         peer.have = have
+        peer.wanting = False  # any map the peer sends answers a want
         self.report.failures.pop(peer.id, None)
         self._news = trio.current_time()
         self._wake()

@@ -8,23 +8,31 @@ prefixed by its 4-byte big-endian length, every message is CBOR:
     peer:    ["ok", chunk_list, have] | ["missing"] | ["busy"] (and the stream ends)
     then, in any order, until the fetcher closes its side or stays idle `watch_sec`:
     fetcher: ["get", [i, ...]]          one at a time; the next after the answer
-    peer:    ["chunks", [i, ...]]       then one raw frame per chunk, in that order
+    peer:    ["chunks", [i, ...], have] then one raw frame per chunk, in that order
              ["busy"]                   all `max_uploads` upload slots taken: ask later
              ["missing"]                it lacks one of them
-             ["have", have]             whenever its own download verifies more
+    fetcher: ["want", need]             tell me when you have one of these chunks
+    peer:    ["have", have]             once it has verified one of them
 
-A have-map is one bit per chunk (`content.encode_have_map`). Every node serves
-the chunks it has verified, of complete files and of downloads in progress
-alike. Fetching is `swarm.Download`: sessions with providers and neighbours,
-rarest chunks first, every list and chunk checked against the content id; a
-peer that sends a wrong list, chunk or have-map, an answer to nothing, or a
-frame longer than announced is cut off (stream reset) and penalised.
+A have-map is one bit per chunk (`content.encode_have_map`); `need` is one too,
+set for the chunks the fetcher lacks and is not fetching elsewhere. A want is
+answered by the peer's next have-map, pushed or carried by a chunks answer: a
+peer still downloading tells a fetcher of its progress when the fetcher has a
+use for it, not each time it verifies a chunk (every message costs py-libp2p
+CPU at both ends; unasked-for pushes were four times the chunk requests).
+Every node serves the chunks it has verified, of complete files and of
+downloads in progress alike. Fetching is `swarm.Download`: sessions with
+providers and neighbours, rarest chunks first, every list and chunk checked
+against the content id; a peer that sends a wrong list, chunk or have-map, an
+answer to nothing, or a frame longer than announced is cut off (stream reset)
+and penalised.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,8 +43,9 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
 from consensus.messages import canonical
+from consensus.wire import DecodeError
 from network.host import NetworkHost
-from network.media.content import MAX_CHUNKS, ChunkList, encode_have_map
+from network.media.content import MAX_CHUNKS, ChunkList, decode_have_map, encode_have_map
 from network.media.store import MediaStore
 from network.media.swarm import Download, FetchError, FetchReport, Progress
 from network.settings import MediaSettings
@@ -53,13 +62,14 @@ from network.topics import MAX_HAVE_ADDRS, encode_have
 
 log = logging.getLogger(__name__)
 
-PROTOCOL = "/icn/media/1.1.0"
+PROTOCOL = "/icn/media/1.2.0"
 PROVIDER_ADDR_TTL_SEC = 600
 P_P2P = 0x01A5  # multiaddr code of /p2p/
 MAX_REQUEST_BYTES = 2048
 MAX_PROVIDED_CIDS = 1024  # content ids whose providers are remembered (about 12 hours of slots)
 MAX_PROVIDERS_PER_CID = 64  # peers remembered per content id: more than any fetch asks
 MAX_CHUNKS_PER_REQUEST = 256
+MAX_RANKS = 4096  # (content id, peer) places remembered for ordering candidates
 MAX_SESSIONS_PER_PEER = 8  # a fetcher needs one per file it fetches; a few files may overlap
 MAX_STATUS_BYTES = MAX_CHUNKS * 34 + MAX_CHUNKS // 8 + 256  # a watch reply: chunk list and have-map
 
@@ -71,6 +81,18 @@ __all__ = ["PROTOCOL", "FetchError", "FetchReport", "MediaServer", "MediaService
 class ServerStats:
     bytes_served: int = 0
     requests: Counter = field(default_factory=Counter)
+    have_pushes: int = 0  # have-maps sent to answer a want, once this node's download had a wanted chunk
+
+
+class _Want:
+    """A session's unanswered want: the chunks its fetcher asked to hear about (the reader sets
+    it, the next have-map sent on the session answers it)."""
+
+    def __init__(self) -> None:
+        self.need: list[bool] | None = None
+
+    def met_by(self, have: list[bool]) -> bool:
+        return self.need is not None and any(h and n for h, n in zip(have, self.need, strict=True))
 
 
 class MediaServer:
@@ -135,16 +157,18 @@ class MediaServer:
                     return
                 chunk_list = progress.partial.chunk_list
             self.stats.requests["session"] += 1
-            have = progress.partial.have if progress is not None else [True] * chunk_list.count
-            await self._send(stream, ["ok", chunk_list.encode(), encode_have_map(have)])
+            await self._send(
+                stream, ["ok", chunk_list.encode(), encode_have_map(_have(progress, chunk_list))]
+            )
             writing = trio.Lock()  # a chunks answer and its frames go out whole, never split by a have
+            want = _Want()
             failed: Exception | None = None
             async with trio.open_nursery() as nursery:
                 if progress is not None:
-                    nursery.start_soon(self._push_have, stream, progress, writing)
+                    nursery.start_soon(self._push_have, stream, progress, want, writing)
                 # raised below, not wrapped in the nursery's group: counted as what it is
                 try:
-                    await self._answer(stream, cid, chunk_list, progress, writing)
+                    await self._answer(stream, cid, chunk_list, progress, want, writing)
                 except Exception as exc:
                     failed = exc
                 nursery.cancel_scope.cancel()
@@ -167,17 +191,27 @@ class MediaServer:
         with trio.fail_after(self.settings.request_timeout_sec):
             await write_frame(stream, canonical(message))
 
-    async def _push_have(self, stream: INetStream, progress: Progress, writing: trio.Lock) -> None:
-        partial, sent = progress.partial, progress.held
-        while sent < partial.chunk_list.count and not progress.ended:
-            if progress.held == sent:
-                await progress.changed()
-                continue
-            sent = progress.held
-            async with writing:
-                await self._send(stream, ["have", encode_have_map(partial.have)])
-            if sent < partial.chunk_list.count:  # what verifies meanwhile goes in the next push
-                await trio.sleep(self.settings.have_interval_sec)
+    async def _push_have(
+        self, stream: INetStream, progress: Progress, want: _Want, writing: trio.Lock
+    ) -> None:
+        """Answer the session's want once this node's download has verified a chunk in it."""
+        partial, pushed = progress.partial, -math.inf
+        while not progress.ended:
+            await progress.changed()
+            if want.met_by(partial.have):
+                # at most one push per have_interval_sec: chunks that verify meanwhile go in it
+                await trio.sleep_until(pushed + self.settings.have_interval_sec)
+                if want.met_by(partial.have):  # not answered meanwhile by a chunks answer
+                    await self._send_have(stream, partial.have, want, writing)
+                    self.stats.have_pushes += 1
+                    pushed = trio.current_time()
+
+    async def _send_have(self, stream: INetStream, have: list[bool], want: _Want, writing: trio.Lock) -> None:
+        need = want.need
+        async with writing:
+            await self._send(stream, ["have", encode_have_map(have)])
+        if want.need is need:  # answered; a want that came in meanwhile waits for the next map
+            want.need = None
 
     async def _answer(
         self,
@@ -185,9 +219,10 @@ class MediaServer:
         cid: bytes,
         chunk_list: ChunkList,
         progress: Progress | None,
+        want: _Want,
         writing: trio.Lock,
     ) -> None:
-        """Chunk requests, one at a time, until the fetcher ends the session or stays idle."""
+        """Chunk requests and wants, one at a time, until the fetcher ends the session or stays idle."""
         while True:
             raw = None
             with trio.move_on_after(self.settings.watch_sec):
@@ -198,6 +233,15 @@ class MediaServer:
             if raw is None:
                 return  # idle for watch_sec: the slot goes to another session
             request = decode_list(raw, MAX_REQUEST_BYTES, "request")
+            if request[0] == "want" and len(request) == 2:
+                try:
+                    want.need = decode_have_map(request[1], chunk_list.count)
+                except DecodeError as exc:
+                    raise ProtocolViolation(f"want: {exc}") from None
+                have = _have(progress, chunk_list)
+                if want.met_by(have):  # already here: answered at once
+                    await self._send_have(stream, have, want, writing)
+                continue
             indices = request[1] if len(request) == 2 else None
             if (
                 request[0] != "get"
@@ -205,7 +249,9 @@ class MediaServer:
                 or not 0 < len(indices) <= MAX_CHUNKS_PER_REQUEST
                 or not all(type(i) is int and 0 <= i < chunk_list.count for i in indices)
             ):
-                raise ProtocolViolation('a session request must be ["get", [chunk index, ...]]')
+                raise ProtocolViolation(
+                    'a session request must be ["get", [chunk index, ...]] or ["want", need]'
+                )
             if progress is not None and not all(progress.partial.have[i] for i in indices):
                 self.stats.requests["missing"] += 1
                 async with writing:
@@ -220,7 +266,9 @@ class MediaServer:
                 self.stats.requests["chunks"] += 1
                 async with writing:
                     with trio.fail_after(self.settings.request_timeout_sec * 4):
-                        await write_frame(stream, canonical(["chunks", indices]))
+                        have = _have(progress, chunk_list)
+                        await write_frame(stream, canonical(["chunks", indices, encode_have_map(have)]))
+                        want.need = None  # the map answers a want as a push would
                         for index in indices:
                             data = self._read(cid, index, chunk_list, progress)
                             await write_frame(stream, data)
@@ -235,6 +283,11 @@ class MediaServer:
             except FileNotFoundError:  # the download finished meanwhile: the file moved into the store
                 pass
         return self.store.read_chunk(cid, index, chunk_list)
+
+
+def _have(progress: Progress | None, chunk_list: ChunkList) -> list[bool]:
+    """This node's have-map of a file: every chunk of a stored file, the verified ones of a download."""
+    return progress.partial.have if progress is not None else [True] * chunk_list.count
 
 
 def _take(slots: trio.Semaphore) -> bool:
@@ -259,6 +312,7 @@ class MediaService:
         # newest last; bounded, because any peer can gossip "have" for content ids it makes up
         self.providers: OrderedDict[bytes, set[ID]] = OrderedDict()
         self._fetching: dict[bytes, trio.Event] = {}
+        self._ranks: dict[tuple[bytes, ID], bytes] = {}
         net.set_stream_handler(PROTOCOL, self.server.handle)
 
     def add_provider(self, cid: bytes, peer: ID, addrs: Iterable[str] = ()) -> None:
@@ -356,11 +410,19 @@ class MediaService:
 
     def _order(self, cid: bytes, peers: set[ID]) -> list[ID]:
         """Peers in an order of this node's own (rendezvous hashing), so fetchers spread out."""
-        me = self.net.peer_id.to_bytes()
-        return sorted(
-            (p for p in peers if p != self.net.peer_id),
-            key=lambda p: hashlib.sha256(me + cid + p.to_bytes()).digest(),
-        )
+        return sorted((p for p in peers if p != self.net.peer_id), key=lambda p: self._rank(cid, p))
+
+    def _rank(self, cid: bytes, peer: ID) -> bytes:
+        """A peer's place for one content id; remembered, as a download asks on every chunk it gets."""
+        key = (cid, peer)
+        rank = self._ranks.get(key)
+        if rank is None:
+            if len(self._ranks) >= MAX_RANKS:
+                self._ranks.clear()
+            rank = self._ranks[key] = hashlib.sha256(
+                self.net.peer_id.to_bytes() + cid + peer.to_bytes()
+            ).digest()
+        return rank
 
     async def _open_progress(self, chunk_list: ChunkList) -> Progress:
         partial = await trio.to_thread.run_sync(self.store.open_partial, chunk_list)

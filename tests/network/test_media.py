@@ -15,7 +15,7 @@ from libp2p.network.stream.exceptions import StreamReset
 
 from consensus.messages import canonical
 from network.faults import FaultPlan
-from network.media.content import CHUNK_BYTES, ChunkList, encode_have_map
+from network.media.content import CHUNK_BYTES, ChunkList, decode_have_map, encode_have_map
 from network.media.store import MediaStore
 from network.media.transfer import PROTOCOL, FetchError, MediaService, read_frame, write_frame
 from network.settings import MediaSettings
@@ -68,65 +68,86 @@ async def test_a_5_mb_file_fetched_by_9_peers_at_once_is_shared_among_them(tmp_p
 
 
 async def _get(stream, chunks: list[int]) -> list:
-    """Ask a session for chunks; the answer header (have-map pushes before it are skipped)."""
+    """Ask a session for chunks; the answer header without the have-map a chunks answer carries."""
     await write_frame(stream, canonical(["get", chunks]))
-    while True:
-        answer = cbor2.loads(await read_frame(stream, 64 * 1024))
-        if answer[0] != "have":
-            return answer
+    return cbor2.loads(await read_frame(stream, 64 * 1024))[:2]
 
 
-async def test_a_download_in_progress_serves_its_verified_chunks_and_pushes_its_have_map(tmp_path) -> None:
-    from network.media.content import decode_have_map
+async def _want(stream, need: list[bool]) -> None:
+    await write_frame(stream, canonical(["want", encode_have_map(need)]))
+
+
+async def _next_map(stream, count: int) -> list[bool]:
+    with trio.fail_after(5):
+        message = cbor2.loads(await read_frame(stream, 1024))
+    assert message[0] == "have"
+    return decode_have_map(message[1], count)
+
+
+async def test_a_download_in_progress_serves_its_verified_chunks_and_says_when_it_has_a_wanted_one(
+    tmp_path,
+) -> None:
     from network.media.swarm import Progress
 
     data = payload(6 * CHUNK_BYTES, seed=7)
     chunk_list = ChunkList.of_bytes(data)
     cid = chunk_list.content_id
+    T, F = True, False
     async with swarm(2) as sw:
         media = services(sw, tmp_path)
         partial = media[0].store.open_partial(chunk_list)
         progress = media[0].downloads[cid] = Progress(partial)
-        for i in (0, 2):
+
+        def verify(i: int) -> None:
             partial.write_chunk(i, data[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES])
             progress.verified()
+
+        for i in (0, 2):
+            verify(i)
         peer = sw.hosts[0].peer_id
+        server = media[0].server
 
         stream, status = await media[1].request(peer, ["watch", cid])
         assert status[1] == chunk_list.encode()
-        assert decode_have_map(status[2], 6) == [True, False, True, False, False, False]
-        partial.write_chunk(5, data[5 * CHUNK_BYTES :])
-        progress.verified()
-        with trio.fail_after(5):
-            pushed = cbor2.loads(await read_frame(stream, 1024))
-        assert pushed[0] == "have" and decode_have_map(pushed[1], 6) == [
-            True,
-            False,
-            True,
-            False,
-            False,
-            True,
-        ]
-
-        assert await _get(stream, [2, 0]) == ["chunks", [2, 0]]
+        assert decode_have_map(status[2], 6) == [T, F, T, F, F, F]
+        verify(5)  # nobody asked: no push; the next chunks answer carries the news
+        await write_frame(stream, canonical(["get", [2, 0]]))
+        answer = cbor2.loads(await read_frame(stream, 64 * 1024))
+        assert answer[:2] == ["chunks", [2, 0]]
+        assert decode_have_map(answer[2], 6) == [T, F, T, F, F, T]
         assert await read_frame(stream, CHUNK_BYTES) == data[2 * CHUNK_BYTES : 3 * CHUNK_BYTES]
         assert await read_frame(stream, CHUNK_BYTES) == data[:CHUNK_BYTES]
         assert await _get(stream, [0, 1]) == ["missing"]  # chunk 1 is not verified there yet
+        assert server.stats.have_pushes == 0
 
-        # the download completes: the last push is the whole map, and the session still answers
-        for i in (1, 3, 4):
-            partial.write_chunk(i, data[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES])
-            progress.verified()
-        with trio.fail_after(5):
-            while not all(decode_have_map(pushed[1], 6)):
-                pushed = cbor2.loads(await read_frame(stream, 1024))
+        await _want(stream, [F, T, F, T, F, F])  # tell me when you have 1 or 3
+        assert await _get(stream, [1]) == ["missing"]  # answered in order: the want is registered
+        verify(4)  # not wanted: still nothing
+        verify(3)
+        assert await _next_map(stream, 6) == [T, F, T, T, T, T]
+        await wait_for(lambda: server.stats.have_pushes == 1)
+        await _want(stream, [F, F, F, F, T, F])  # one it has already: answered at once
+        assert await _next_map(stream, 6) == [T, F, T, T, T, T]
+
+        await _want(stream, [F, T, F, F, F, F])  # the download completes: its last chunk was wanted
+        assert await _get(stream, [1]) == ["missing"]
+        verify(1)
+        assert await _next_map(stream, 6) == [T] * 6
         assert await _get(stream, [1]) == ["chunks", [1]]
         assert await read_frame(stream, CHUNK_BYTES) == data[CHUNK_BYTES : 2 * CHUNK_BYTES]
         await stream.close()  # the fetcher ends the session; so does the server
         with pytest.raises(ProviderUnavailable, match="stream closed"):
             await read_frame(stream, 1)
-        await wait_for(lambda: media[0].server.stats.requests["session"] == 1)
-        assert media[0].server.stats.requests["bad_request"] == 0
+        await wait_for(lambda: server.stats.requests["session"] == 1)
+        assert server.stats.requests["bad_request"] == 0
+        await wait_for(lambda: server.stats.have_pushes == 2)  # the answer given at once was no push
+
+        for bad in (encode_have_map([T] * 6) + b"\x00", b"\x03", 5, [1]):  # wrong length, bits past 6
+            stream, _ = await media[1].request(peer, ["watch", cid])
+            await write_frame(stream, canonical(["want", bad]))
+            with pytest.raises((ProviderUnavailable, StreamReset)):  # the server resets the session
+                await _get(stream, [0])
+        await wait_for(lambda: server.stats.requests["bad_request"] == 4)
 
 
 async def test_a_provider_at_its_upload_limit_answers_busy(tmp_path) -> None:
@@ -195,7 +216,8 @@ async def _serve_session(stream, chunk_list: ChunkList, answer) -> None:
     )
     while True:
         request = cbor2.loads(await read_frame(stream, 4096))
-        await answer(request[1])
+        if request[0] == "get":  # a want needs no answer: the map says it has every chunk
+            await answer(request[1])
 
 
 async def test_endgame_asks_a_second_peer_and_the_stall_is_no_failure(tmp_path) -> None:
@@ -256,7 +278,7 @@ async def _evil_provider(sw, index: int, data: bytes, behaviour: str) -> None:
     chunk_list = ChunkList.of_bytes(data)
 
     async def answer_wrongly(stream, indices) -> None:
-        await write_frame(stream, canonical(["chunks", indices]))
+        await write_frame(stream, canonical(["chunks", indices, encode_have_map([True] * chunk_list.count)]))
         for i in indices:
             n = chunk_list.chunk_length(i)
             await write_frame(stream, b"\x00" * (n if behaviour == "garbage" else n + 1))
@@ -271,7 +293,7 @@ async def _evil_provider(sw, index: int, data: bytes, behaviour: str) -> None:
                 await read_frame(stream, 4096)
                 have = encode_have_map([True] * chunk_list.count)
                 await write_frame(stream, canonical(["ok", chunk_list.encode(), have]))
-                await write_frame(stream, canonical(["chunks", [99]]))  # an answer to nothing
+                await write_frame(stream, canonical(["chunks", [99], have]))  # an answer to nothing
             else:
                 await _serve_session(stream, chunk_list, functools.partial(answer_wrongly, stream))
             await trio.sleep(5)
