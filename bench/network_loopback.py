@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import platform
 import subprocess
@@ -148,6 +149,7 @@ async def run_node(i: int, plan: dict, ports: list[int], out: dict) -> None:
             out["cpu"]["end"] = time.process_time()
             out["bytes_served"] = media.server.stats.bytes_served
             out["media_requests"] = dict(media.server.stats.requests)
+            out["have_pushes"] = media.server.stats.have_pushes
             nursery.cancel_scope.cancel()
 
 
@@ -171,7 +173,6 @@ async def _follow_media(gossip: Gossip, media: MediaService, host, out: dict) ->
 
 
 async def _fetch(gossip: Gossip, media: MediaService, cid: bytes, out: dict) -> None:
-    await trio.sleep(0.05)  # let a few more announcements arrive, so fetchers spread out
     for _attempt in range(5):
         try:
             report = await media.fetch(cid)
@@ -184,6 +185,7 @@ async def _fetch(gossip: Gossip, media: MediaService, cid: bytes, out: dict) -> 
     out["media_done"] = time.time()
     out["media_from"] = {str(p): b for p, b in report.bytes_from.items()}
     out["media_duplicate_bytes"] = report.duplicate_bytes
+    out["media_failures"] = {str(p): why for p, why in report.failures.items()}
     out["media_announced"] = media.worth_announcing(cid)  # as a node decides (node.propagation)
     if out["media_announced"]:
         await gossip.publish(Topic.MEDIA_HAVE, media.have_message(cid))
@@ -271,6 +273,8 @@ def summarise(n: int, mode: str, outs: list[dict], plan: dict) -> dict:
     if len(a2a) == directors and len(a2a_done) == directors:
         a2a_ms = round((max(a2a_done) - min(t for _, t in a2a.values())) * 1000, 1)
     media_done = [o["media_done"] for o in outs[1:] if o.get("media_done")]
+    last = max(outs[1:], key=lambda o: o.get("media_done") or math.inf)
+    index_of = {str(identity(i).peer_id): i for i in range(n)}
     served = [o.get("bytes_served", 0) for o in outs]
     cpu = [o["cpu"] for o in outs if len(o.get("cpu", {})) == 5]
     if mode == "one process":  # every host read the same process's clock: count it once
@@ -305,8 +309,15 @@ def summarise(n: int, mode: str, outs: list[dict], plan: dict) -> dict:
         "largest_upload_share": round(max(served) / sum(served), 3) if sum(served) else None,
         "duplicate_bytes": sum(o.get("media_duplicate_bytes", 0) for o in outs),
         "media_requests_served": dict(sum((Counter(o.get("media_requests", {})) for o in outs), Counter())),
+        "have_pushes": sum(o.get("have_pushes", 0) for o in outs),
         "media_announcements": 1 + sum(1 for o in outs if o.get("media_announced")),  # node 0 and fetchers
         "media_errors": {o.get("index"): o["media_errors"] for o in outs if o.get("media_errors")},
+        # what the last fetcher's download met: a tail has a cause (a busy or slow peer, a dial)
+        "media_last_fetcher": {
+            "index": last.get("index"),
+            "bytes_from": {index_of.get(p, p): b for p, b in last.get("media_from", {}).items()},
+            "failures": {index_of.get(p, p): why for p, why in last.get("media_failures", {}).items()},
+        },
         "failed_nodes": [o.get("index", i) for i, o in enumerate(outs) if o.get("failed")],
     }
 
