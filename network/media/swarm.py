@@ -343,10 +343,12 @@ class Download:
             assert peer.have is not None and peer.outbox is not None
             unasked = [i for i in self.need if not self.asked.get(i)]
             offer = [i for i in unasked if peer.have[i]]
-            if not offer and not peer.wanting and unasked:
-                # it has nothing we would ask it for: it says so when it has (one message, not one per chunk)
+            lacks = [i for i in self.need if not peer.have[i]]
+            if not offer and not peer.wanting and lacks:
+                # it has nothing we would ask it for: it says so when it has one of the chunks we lack
+                # (one message, not one per chunk); those asked elsewhere too, for the endgame
                 need = [False] * len(peer.have)
-                for i in unasked:
+                for i in lacks:
                     need[i] = True
                 # the last place in the outbox is the get's; with no other, the want goes on a later pass
                 if peer.outbox.statistics().current_buffer_used < OUTBOX_MESSAGES - 1:
@@ -385,10 +387,6 @@ class Download:
     def _answered(self, peer: _Peer) -> None:
         for i in peer.asked or ():
             self.asked[i].discard(peer.id)
-        if any(i in self.need and not self.asked[i] for i in peer.asked or ()):
-            # chunks to ask for again (busy, missing, or the peer left): the wants out leave them out
-            for other in self.peers.values():
-                other.wanting = False
         peer.asked = None
         self._wake()
 

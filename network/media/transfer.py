@@ -15,7 +15,7 @@ prefixed by its 4-byte big-endian length, every message is CBOR:
     peer:    ["have", have]             once it has verified one of them
 
 A have-map is one bit per chunk (`content.encode_have_map`); `need` is one too,
-set for the chunks the fetcher lacks and is not fetching elsewhere. A want is
+set for the chunks the fetcher lacks. A want is
 answered by the peer's next have-map, pushed or carried by a chunks answer: a
 peer still downloading tells a fetcher of its progress when the fetcher has a
 use for it, not each time it verifies a chunk (every message costs py-libp2p
