@@ -9,8 +9,8 @@ a moment ago is already available to its neighbours:
 - **sessions and have-maps**: a download opens one stream, a session, to each peer
   it knows (providers first, then its neighbours); the peer answers with the chunk
   list and its have-map, and a new map with each chunk answer. When a peer has
-  nothing the download still lacks, the download sends it a *want* (the chunks it
-  lacks and is not fetching elsewhere) and the peer answers with its map once its
+  nothing the download would ask it for, the download sends it a *want* (the
+  chunks it lacks) and the peer answers with its map once its
   own download has verified one of them (BitTorrent's HAVE messages, sent only
   where they are of use). One stream per peer and file, not one per request:
   py-libp2p spends milliseconds of CPU on every stream it opens (multistream
@@ -72,9 +72,7 @@ OPEN_TIMEOUT_FACTOR = 4  # opening a session may take this many request timeouts
 DIAL_AFTER_SEC = 0.5  # peers not connected are dialled when the connected ones bring no news this long
 MAX_MESSAGE_BYTES = 64 * 1024  # a session message other than chunk data: have-map or answer header
 CLOSE_TIMEOUT_SEC = 2.0  # sessions closed gracefully at the end of a download, then reset
-OUTBOX_MESSAGES = (
-    4  # requests queued for one session's writer: a get, and wants (a want is skipped when full)
-)
+OUTBOX_MESSAGES = 4  # requests queued for one session's writer: at most one get, and wants
 
 
 class FetchError(Exception):
