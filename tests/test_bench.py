@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -74,6 +76,8 @@ def test_network_loopback_benchmark_runs_in_process_and_as_processes(tmp_path: P
         assert 0 < r["gossip_latency_ms"]["p50"] <= r["gossip_latency_ms"]["p99"]
         assert r["all_to_all_ms"] > 0 and r["media_nodes_done"] == r["nodes"] - 1
         assert sum(r["bytes_served_by_node"]) == (r["nodes"] - 1) * int(0.5 * 1024 * 1024)
+        assert r["media_last_fetcher"]["index"] in range(1, r["nodes"]) and r["have_pushes"] >= 0
+        assert sum(r["media_last_fetcher"]["bytes_from"].values()) == int(0.5 * 1024 * 1024)
 
 
 def run_script(script: str, tmp_path: Path, *args: str) -> dict:
@@ -87,6 +91,16 @@ def run_script(script: str, tmp_path: Path, *args: str) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("without_23", [False, True])
+def test_media_pair_benchmark_measures_with_and_without_the_yamux_frame_workaround(
+    tmp_path: Path, without_23: bool
+) -> None:
+    args = ["--rounds", "1", "--requests", "3", "--sessions", "3"] + (["--without-23"] if without_23 else [])
+    data = run_script("media_pair.py", tmp_path, *args)
+    assert data["yamux_frame_bytes"] == (65_536 if without_23 else 65_519)
+    assert data["cpu_ms_per_mib"] > 0 and data["cpu_ms_per_session"] > 0
 
 
 def test_liveportrait_benchmark_runs_tiny_on_the_cpu(tmp_path: Path) -> None:

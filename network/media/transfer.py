@@ -81,7 +81,7 @@ __all__ = ["PROTOCOL", "FetchError", "FetchReport", "MediaServer", "MediaService
 class ServerStats:
     bytes_served: int = 0
     requests: Counter = field(default_factory=Counter)
-    have_pushes: int = 0  # have-maps sent to answer a want, once this node's download had a wanted chunk
+    have_pushes: int = 0  # have-maps pushed to answer a want later (not those sent at once, or with chunks)
 
 
 class _Want:
