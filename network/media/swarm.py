@@ -54,11 +54,11 @@ from network.media.content import ChunkList, decode_have_map, encode_have_map
 from network.media.store import PartialFile, StoreError
 from network.settings import MediaSettings
 from network.streams import (
+    FrameReader,
     ProtocolViolation,
     ProviderUnavailable,
     close,
     decode_list,
-    read_frame,
     reset,
     write_frame,
 )
@@ -152,7 +152,7 @@ class _Peer:
     retry_at: float = 0.0  # when a "later" session is opened again
     busy_until: float = 0.0
     asked: list[int] | None = None  # the chunk request it has not answered yet
-    wanting: bool = False  # a want sent, not yet answered by a have-map
+    wanted: frozenset[int] | None = None  # the chunks of a want sent, not yet answered by a have-map
     asked_at: float = 0.0
     stream: INetStream | None = None
     outbox: trio.MemorySendChannel | None = None
@@ -337,21 +337,19 @@ class Download:
         rarity = Counter(
             i for p in self.peers.values() if p.state == "open" and p.have for i in self.need if p.have[i]
         )
+        # chunks whose request has waited long enough that a second copy may be asked for (endgame)
+        slow = {
+            i
+            for p in self.peers.values()
+            if p.asked and now - p.asked_at >= ENDGAME_AFTER_SEC
+            for i in p.asked
+        }
+        unasked = [i for i in self.need if not self.asked.get(i)]
         for peer in free:
             assert peer.have is not None and peer.outbox is not None
-            unasked = [i for i in self.need if not self.asked.get(i)]
             offer = [i for i in unasked if peer.have[i]]
-            lacks = [i for i in self.need if not peer.have[i]]
-            if not offer and not peer.wanting and lacks:
-                # it has nothing we would ask it for: it says so when it has one of the chunks we lack
-                # (one message, not one per chunk); those asked elsewhere too, for the endgame
-                need = [False] * len(peer.have)
-                for i in lacks:
-                    need[i] = True
-                # the last place in the outbox is the get's; with no other, the want goes on a later pass
-                if peer.outbox.statistics().current_buffer_used < OUTBOX_MESSAGES - 1:
-                    peer.outbox.send_nowait(["want", encode_have_map(need)])
-                    peer.wanting = True
+            if not offer:
+                self._want(peer, slow)
             if in_flight >= self.settings.parallel_providers:
                 continue
             if offer:
@@ -360,12 +358,6 @@ class Download:
             elif all(self.asked.get(i) for i in self.need):
                 # endgame: everything missing is asked for; ask this peer too for one chunk whose
                 # request has waited a while (a copy of every chunk in flight would double the bytes)
-                slow = {
-                    i
-                    for p in self.peers.values()
-                    if p.asked and now - p.asked_at > ENDGAME_AFTER_SEC
-                    for i in p.asked
-                }
                 spare = [
                     i
                     for i in self.need & slow
@@ -381,6 +373,27 @@ class Download:
                 self.asked.setdefault(i, set()).add(peer.id)
             peer.outbox.send_nowait(["get", chunks])
             in_flight += 1
+            unasked = [i for i in unasked if i not in chunks]
+
+    def _want(self, peer: _Peer, slow: set[int]) -> None:
+        """Ask a peer that has nothing we would ask it for to say when it has: one message, answered
+        by a have-map, rather than one per chunk it verifies. The want names the chunks we would
+        ask it for: those nobody is asked for, and those whose request is slow enough for a second
+        copy (the endgame). A chunk already on its way from another peer is left out: a map that
+        only says the peer has it too would cost a message at each end, and another want."""
+        assert peer.have is not None and peer.outbox is not None
+        wanted = frozenset(
+            i
+            for i in self.need
+            if not peer.have[i]
+            and (not self.asked.get(i) or (i in slow and len(self.asked[i]) < ENDGAME_COPIES))
+        )
+        if not wanted or (peer.wanted is not None and wanted <= peer.wanted):
+            return  # nothing to want, or the pending want covers it
+        # the last place in the outbox is the get's; with no other, the want goes on a later pass
+        if peer.outbox.statistics().current_buffer_used < OUTBOX_MESSAGES - 1:
+            peer.outbox.send_nowait(["want", encode_have_map([i in wanted for i in range(len(peer.have))])])
+            peer.wanted = wanted
 
     def _answered(self, peer: _Peer) -> None:
         for i in peer.asked or ():
@@ -411,7 +424,7 @@ class Download:
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._send, peer, stream, inbox)
                         try:
-                            await self._receive(peer, stream, chunk_list)
+                            await self._receive(peer, FrameReader(stream), chunk_list)
                         except Exception as exc:  # raised below, not wrapped in the nursery's group
                             failed = exc
                         nursery.cancel_scope.cancel()
@@ -448,11 +461,11 @@ class Download:
         except Exception as exc:  # the session cannot carry requests any more
             self._drop(peer, f"session: {_why(exc)}")
 
-    async def _receive(self, peer: _Peer, stream: INetStream, chunk_list: ChunkList) -> None:
+    async def _receive(self, peer: _Peer, frames: FrameReader, chunk_list: ChunkList) -> None:
         """Have-maps and answers from the peer, until it ends the session."""
         while True:
             try:
-                raw = await read_frame(stream, MAX_MESSAGE_BYTES)
+                raw = await frames.read_frame(MAX_MESSAGE_BYTES)
             except ProviderUnavailable:
                 if peer.asked is not None:
                     raise  # it left with a request unanswered
@@ -473,15 +486,15 @@ class Download:
                 raise ProtocolViolation("answer for chunks that were not asked for")
             else:
                 self._update_have(peer, message[2], chunk_list)
-                await self._receive_chunks(peer, stream, chunk_list)
+                await self._receive_chunks(peer, frames, chunk_list)
             self._answered(peer)
 
-    async def _receive_chunks(self, peer: _Peer, stream: INetStream, chunk_list: ChunkList) -> None:
+    async def _receive_chunks(self, peer: _Peer, frames: FrameReader, chunk_list: ChunkList) -> None:
         assert self.progress is not None and peer.asked is not None
         partial = self.progress.partial
         for index in peer.asked:
             with trio.fail_after(self.settings.request_timeout_sec):
-                data = await read_frame(stream, chunk_list.chunk_length(index))
+                data = await frames.read_frame(chunk_list.chunk_length(index))
             if index not in self.need:  # endgame: another peer's copy came first
                 self.report.duplicate_bytes += len(data)
                 continue
@@ -517,7 +530,7 @@ class Download:
         if peer.have is not None:  # verified chunks stay verified: a map only grows
             have = [a or b for a, b in zip(have, peer.have, strict=True)]
         peer.have = have
-        peer.wanting = False  # any map the peer sends answers a want
+        peer.wanted = None  # any map the peer sends answers a want
         self.report.failures.pop(peer.id, None)
         self._news = trio.current_time()
         self._wake()

@@ -57,6 +57,7 @@ from network.streams import (
     read_frame,
     reset,
     write_frame,
+    write_frames,
 )
 from network.topics import MAX_HAVE_ADDRS, encode_have
 
@@ -267,12 +268,12 @@ class MediaServer:
                 async with writing:
                     with trio.fail_after(self.settings.request_timeout_sec * 4):
                         have = _have(progress, chunk_list)
-                        await write_frame(stream, canonical(["chunks", indices, encode_have_map(have)]))
+                        chunks = [self._read(cid, index, chunk_list, progress) for index in indices]
+                        await write_frames(
+                            stream, [canonical(["chunks", indices, encode_have_map(have)]), *chunks]
+                        )
                         want.need = None  # the map answers a want as a push would
-                        for index in indices:
-                            data = self._read(cid, index, chunk_list, progress)
-                            await write_frame(stream, data)
-                            self.stats.bytes_served += len(data)
+                        self.stats.bytes_served += sum(map(len, chunks))
             finally:
                 self._uploads.release()
 

@@ -1,0 +1,128 @@
+"""The download scheduler against peers in memory, on a virtual clock: which messages it sends, when."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import cbor2
+import pytest
+import trio
+import trio.testing
+from libp2p.peer.id import ID
+
+from consensus.messages import canonical
+from network.media.content import CHUNK_BYTES, ChunkList, decode_have_map, encode_have_map
+from network.media.store import MediaStore
+from network.media.swarm import ENDGAME_AFTER_SEC, Download, FetchReport, Progress
+from network.settings import MediaSettings
+
+pytestmark = pytest.mark.trio
+
+
+class MemoryStream:
+    """One session's stream: each message the download writes goes to `answer`, which may reply."""
+
+    def __init__(self, answer: Callable[[MemoryStream, list], None]) -> None:
+        self.answer = answer
+        self._send, self._receive = trio.open_memory_channel[bytes](math.inf)
+        self._buffer = b""
+
+    def reply(self, *frames: bytes) -> None:
+        self._send.send_nowait(b"".join(len(f).to_bytes(4, "big") + f for f in frames))
+
+    async def read(self, n: int) -> bytes:
+        if not self._buffer:
+            try:
+                self._buffer = await self._receive.receive()
+            except trio.EndOfChannel:  # closed or reset by this end: the reader sees the end
+                return b""
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    async def write(self, data: bytes) -> None:
+        while data:
+            length = int.from_bytes(data[:4], "big")
+            self.answer(self, cbor2.loads(data[4 : 4 + length]))
+            data = data[4 + length :]
+
+    async def close(self) -> None:
+        self._send.close()
+
+    async def reset(self) -> None:
+        self._send.close()
+
+
+class MemoryPeers:
+    """The Requester a Download talks to: a status and an answering function per peer."""
+
+    def __init__(self, settings: MediaSettings) -> None:
+        self.settings = settings
+        self.peers: dict[ID, tuple[list, Callable[[MemoryStream, list], None]]] = {}
+        self.violations: list[Exception] = []
+
+    async def request(self, peer: ID, request: list) -> tuple[MemoryStream, list]:
+        status, answer = self.peers[peer]
+        return MemoryStream(answer), status
+
+    def violation(self, peer: ID, report: FetchReport, exc: Exception) -> None:
+        self.violations.append(exc)
+
+
+async def _inline(fn: Callable, *args: object, **_: object) -> object:
+    return fn(*args)
+
+
+async def test_a_want_leaves_out_chunks_on_their_way_from_another_peer_until_their_request_is_slow(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer with nothing to offer is not asked to report chunks already asked of another: its map
+    would cost a message at each end and change nothing. Once that request has waited
+    ENDGAME_AFTER_SEC, the want names them, the peer's map answers it, and the endgame fetches
+    them from it."""
+    data = bytes(range(256)) * (2 * CHUNK_BYTES // 256)
+    chunk_list = ChunkList.of_bytes(data)
+    full, empty = encode_have_map([True, True]), encode_have_map([False, False])
+    stalling, late = ID(b"stalling-peer"), ID(b"late-peer")
+    gets: dict[ID, list] = {stalling: [], late: []}
+    wants: list[tuple[float, list[bool]]] = []
+
+    def never_answers(stream: MemoryStream, message: list) -> None:
+        if message[0] == "get":
+            gets[stalling].append((trio.current_time(), message[1]))
+
+    def answers_wants(stream: MemoryStream, message: list) -> None:
+        if message[0] == "want":  # it has nothing yet; from now on, everything
+            wants.append((trio.current_time(), decode_have_map(message[1], 2)))
+            stream.reply(canonical(["have", full]))
+        elif message[0] == "get":
+            gets[late].append((trio.current_time(), message[1]))
+            chunks = [data[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES] for i in message[1]]
+            stream.reply(canonical(["chunks", message[1], full]), *chunks)
+
+    requester = MemoryPeers(MediaSettings(parallel_providers=2, chunks_per_request=2, request_timeout_sec=30))
+    requester.peers[stalling] = (["ok", chunk_list.encode(), full], never_answers)
+    requester.peers[late] = (["ok", chunk_list.encode(), empty], answers_wants)
+    store = MediaStore(tmp_path / "store")
+
+    async def open_progress(chunks: ChunkList) -> Progress:
+        return Progress(store.open_partial(chunks))
+
+    # the virtual clock would jump to the test's deadline while a worker thread stores the file
+    monkeypatch.setattr(trio.to_thread, "run_sync", _inline)
+    report = FetchReport(chunk_list.content_id, tmp_path / "unused")
+    download = Download(
+        requester, chunk_list.content_id, report, lambda: [(stalling, True), (late, True)], open_progress
+    )
+    with trio.fail_after(25):  # within the 30 s request timeout: the stalling peer is never dropped
+        path = await download.run()
+
+    assert path.read_bytes() == data and not requester.violations
+    [(asked_at, asked)] = gets[stalling]
+    assert sorted(asked) == [0, 1]
+    [(wanted_at, need)] = wants  # one want, sent once the request to the other peer was slow
+    assert wanted_at - asked_at >= ENDGAME_AFTER_SEC
+    assert need == [True, True]
+    assert sorted(i for _, chunks in gets[late] for i in chunks) == [0, 1]  # the endgame's copies
+    assert report.bytes_from[late] == len(data)
