@@ -39,9 +39,9 @@ async def write_frame(stream: INetStream, data: bytes) -> None:
 
 async def write_frames(stream: INetStream, frames: list[bytes]) -> None:
     """Several frames in one stream write. yamux cuts every write into frames of at most 65,507
-    bytes and py-libp2p sends each as its own Noise message, so a 256 KiB chunk written alone
-    leaves a 4-byte tail frame that costs a whole message at both ends; written together, the
-    frames of an answer fill the yamux frames back to back."""
+    bytes and py-libp2p sends each as its own Noise message, so a 256 KiB chunk and its length
+    written alone end in a 120-byte yamux frame that costs a whole message at both ends; written
+    together, the frames of an answer fill the yamux frames back to back."""
     await stream.write(b"".join(len(data).to_bytes(4, "big") + data for data in frames))
 
 
