@@ -6,8 +6,9 @@ directors) would upload every copy. Here every node serves the chunks it has
 verified while its own download is still running, so a chunk one node received
 a moment ago is already available to its neighbours:
 
-- **sessions and have-maps**: a download opens one stream, a session, to each peer
-  it knows (providers first, then its neighbours); the peer answers with the chunk
+- **sessions and have-maps**: a download opens one stream, a session, to a few of
+  the peers it knows (providers first, then its neighbours; more when those bring
+  nothing for a while, see `Download._recruit`); the peer answers with the chunk
   list and its have-map, and a new map with each chunk answer. When a peer has
   nothing the download would ask it for, the download sends it a *want* (the
   chunks it lacks) and the peer answers with its map once its
@@ -154,6 +155,7 @@ class _Peer:
     asked: list[int] | None = None  # the chunk request it has not answered yet
     wanted: frozenset[int] | None = None  # the chunks of a want sent, not yet answered by a have-map
     asked_at: float = 0.0
+    news_at: float = 0.0  # when it last sent a have-map or a chunk
     stream: INetStream | None = None
     outbox: trio.MemorySendChannel | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -270,15 +272,21 @@ class Download:
             peer.near = connected
         now = trio.current_time()
         live = [p for p in self.peers.values() if p.state in ("opening", "open")]
+        stale = now - self._news >= DIAL_AFTER_SEC  # >=: the timer set for this moment finds it stale
         # Sessions are opened as they are needed, not to every peer at once: each costs both ends
-        # milliseconds of CPU. Enough that `parallel_providers` of them are opening or offer a
-        # chunk still needed; one that offers nothing (a neighbour that has not got further than
-        # us) does not count, so the next peer is asked.
-        useful = sum(1 for p in live if p.state == "opening" or self._offers(p))
+        # about ten messages (stream negotiation, list, want, close), milliseconds of CPU. Enough
+        # that `parallel_providers` of them are opening, offer a chunk still needed, or sent a
+        # chunk or a map within DIAL_AFTER_SEC: a neighbour that has nothing for us yet says when
+        # it has (a want), and is given that long to; one that stays silent stops counting, so a
+        # peer that never gets anything, or lies, does not hold a place. (Counting offers only,
+        # a download held a session with every neighbour: over a quarter of a spread's messages
+        # were sessions' own.)
+        useful = sum(
+            1 for p in live if p.state == "opening" or self._offers(p) or now - p.news_at < DIAL_AFTER_SEC
+        )
         # Peers already connected first: dialling costs both ends a handshake, and a provider every
         # fetcher dials (the directors) would spend its CPU on handshakes. Others are dialled when
         # no connected peer has a session, or none has brought news for a while.
-        stale = now - self._news > DIAL_AFTER_SEC
         for peer in sorted(self.peers.values(), key=lambda p: (not p.near, p.rank)):
             if len(live) >= self.settings.watched_peers or useful >= self.settings.parallel_providers:
                 break
@@ -321,6 +329,7 @@ class Download:
         times += [p.asked_at + self.settings.request_timeout_sec for p in live if p.asked is not None]
         times += [p.asked_at + ENDGAME_AFTER_SEC for p in live if p.asked is not None]
         times.append(self._news + DIAL_AFTER_SEC)
+        times += [p.news_at + DIAL_AFTER_SEC for p in live if p.state == "open"]  # when one stops counting
         now = trio.current_time()
         future = [t for t in times if t > now]
         return min(future) if future else math.inf
@@ -530,6 +539,7 @@ class Download:
         if peer.have is not None:  # verified chunks stay verified: a map only grows
             have = [a or b for a, b in zip(have, peer.have, strict=True)]
         peer.have = have
+        peer.news_at = trio.current_time()
         peer.wanted = None  # any map the peer sends answers a want
         self.report.failures.pop(peer.id, None)
         self._news = trio.current_time()

@@ -15,7 +15,7 @@ from libp2p.peer.id import ID
 from consensus.messages import canonical
 from network.media.content import CHUNK_BYTES, ChunkList, decode_have_map, encode_have_map
 from network.media.store import MediaStore
-from network.media.swarm import ENDGAME_AFTER_SEC, Download, FetchReport, Progress
+from network.media.swarm import DIAL_AFTER_SEC, ENDGAME_AFTER_SEC, Download, FetchReport, Progress
 from network.settings import MediaSettings
 
 pytestmark = pytest.mark.trio
@@ -126,3 +126,73 @@ async def test_a_want_leaves_out_chunks_on_their_way_from_another_peer_until_the
     assert need == [True, True]
     assert sorted(i for _, chunks in gets[late] for i in chunks) == [0, 1]  # the endgame's copies
     assert report.bytes_from[late] == len(data)
+
+
+async def test_a_silent_peer_holds_a_session_place_for_dial_after_sec_only(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every session costs both ends about ten messages, so a download with two request slots opens
+    two sessions, not one per neighbour: a neighbour with nothing to offer yet counts, as it will
+    say when it has something. But only for DIAL_AFTER_SEC after its last map: one that stays
+    silent (it never gets anything, or lies) loses its place to the next peer, even while the
+    other session keeps delivering."""
+    count = 8
+    data = bytes(range(256)) * (count * CHUNK_BYTES // 256)
+    chunk_list = ChunkList.of_bytes(data)
+    full, empty = encode_have_map([True] * count), encode_have_map([False] * count)
+    peers = [ID(f"peer-{i}".encode()) for i in range(5)]
+    opened: dict[ID, float] = {}
+
+    def reply_chunks(stream: MemoryStream, indices: list[int]) -> None:
+        chunks = [data[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES] for i in indices]
+        stream.reply(canonical(["chunks", indices, full]), *chunks)
+
+    async def slowly(stream: MemoryStream, indices: list[int]) -> None:
+        await trio.sleep(0.3)
+        reply_chunks(stream, indices)
+
+    async with trio.open_nursery() as nursery:
+
+        def steady(stream: MemoryStream, message: list) -> None:  # a chunk every 0.3 s: news flows
+            if message[0] == "get":
+                nursery.start_soon(slowly, stream, message[1])
+
+        def silent(stream: MemoryStream, message: list) -> None:
+            pass  # has nothing, and its want is never answered
+
+        def prompt(stream: MemoryStream, message: list) -> None:
+            if message[0] == "get":
+                reply_chunks(stream, message[1])
+
+        settings = MediaSettings(parallel_providers=2, chunks_per_request=1, request_timeout_sec=30)
+        requester = MemoryPeers(settings)
+        requester.peers[peers[0]] = (["ok", chunk_list.encode(), full], steady)
+        requester.peers[peers[1]] = (["ok", chunk_list.encode(), empty], silent)
+        for peer in peers[2:]:
+            requester.peers[peer] = (["ok", chunk_list.encode(), full], prompt)
+        request = requester.request
+
+        async def recording_request(peer: ID, message: list) -> tuple[MemoryStream, list]:
+            opened[peer] = trio.current_time()
+            return await request(peer, message)
+
+        requester.request = recording_request  # type: ignore[method-assign]
+        store = MediaStore(tmp_path / "store")
+
+        async def open_progress(chunks: ChunkList) -> Progress:
+            return Progress(store.open_partial(chunks))
+
+        monkeypatch.setattr(trio.to_thread, "run_sync", _inline)
+        report = FetchReport(chunk_list.content_id, tmp_path / "unused")
+        download = Download(
+            requester, chunk_list.content_id, report, lambda: [(p, True) for p in peers], open_progress
+        )
+        with trio.fail_after(25):
+            path = await download.run()
+        nursery.cancel_scope.cancel()
+
+    assert path.read_bytes() == data and not requester.violations
+    assert set(opened) == {peers[0], peers[1], peers[2]}  # two at first, and one for the silent one
+    assert opened[peers[0]] == opened[peers[1]] == 0
+    assert opened[peers[2]] == DIAL_AFTER_SEC  # while the steady peer was still delivering
+    assert report.bytes_from[peers[0]] > 0 and report.bytes_from[peers[2]] > 0
