@@ -74,6 +74,26 @@ async def _inline(fn: Callable, *args: object, **_: object) -> object:
     return fn(*args)
 
 
+def _download(
+    requester: MemoryPeers,
+    chunk_list: ChunkList,
+    peers: list[ID],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Download, FetchReport]:
+    """A download of `chunk_list` from `peers` (all connected, in that order) into a store in tmp_path."""
+    store = MediaStore(tmp_path / "store")
+
+    async def open_progress(chunks: ChunkList) -> Progress:
+        return Progress(store.open_partial(chunks))
+
+    # the virtual clock would jump to the test's deadline while a worker thread stores the file
+    monkeypatch.setattr(trio.to_thread, "run_sync", _inline)
+    report = FetchReport(chunk_list.content_id, tmp_path / "unused")
+    candidates = [(p, True) for p in peers]
+    return Download(requester, chunk_list.content_id, report, lambda: candidates, open_progress), report
+
+
 async def test_a_want_leaves_out_chunks_on_their_way_from_another_peer_until_their_request_is_slow(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -104,17 +124,7 @@ async def test_a_want_leaves_out_chunks_on_their_way_from_another_peer_until_the
     requester = MemoryPeers(MediaSettings(parallel_providers=2, chunks_per_request=2, request_timeout_sec=30))
     requester.peers[stalling] = (["ok", chunk_list.encode(), full], never_answers)
     requester.peers[late] = (["ok", chunk_list.encode(), empty], answers_wants)
-    store = MediaStore(tmp_path / "store")
-
-    async def open_progress(chunks: ChunkList) -> Progress:
-        return Progress(store.open_partial(chunks))
-
-    # the virtual clock would jump to the test's deadline while a worker thread stores the file
-    monkeypatch.setattr(trio.to_thread, "run_sync", _inline)
-    report = FetchReport(chunk_list.content_id, tmp_path / "unused")
-    download = Download(
-        requester, chunk_list.content_id, report, lambda: [(stalling, True), (late, True)], open_progress
-    )
+    download, report = _download(requester, chunk_list, [stalling, late], tmp_path, monkeypatch)
     with trio.fail_after(25):  # within the 30 s request timeout: the stalling peer is never dropped
         path = await download.run()
 
@@ -177,16 +187,7 @@ async def test_a_silent_peer_holds_a_session_place_for_dial_after_sec_only(
             return await request(peer, message)
 
         requester.request = recording_request  # type: ignore[method-assign]
-        store = MediaStore(tmp_path / "store")
-
-        async def open_progress(chunks: ChunkList) -> Progress:
-            return Progress(store.open_partial(chunks))
-
-        monkeypatch.setattr(trio.to_thread, "run_sync", _inline)
-        report = FetchReport(chunk_list.content_id, tmp_path / "unused")
-        download = Download(
-            requester, chunk_list.content_id, report, lambda: [(p, True) for p in peers], open_progress
-        )
+        download, report = _download(requester, chunk_list, peers, tmp_path, monkeypatch)
         with trio.fail_after(25):
             path = await download.run()
         nursery.cancel_scope.cancel()
