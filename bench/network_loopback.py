@@ -174,6 +174,7 @@ async def _follow_media(gossip: Gossip, media: MediaService, host, out: dict) ->
 
 async def _fetch(gossip: Gossip, media: MediaService, cid: bytes, out: dict) -> None:
     for _attempt in range(5):
+        begun = time.time()
         try:
             report = await media.fetch(cid)
             break
@@ -186,6 +187,7 @@ async def _fetch(gossip: Gossip, media: MediaService, cid: bytes, out: dict) -> 
     out["media_from"] = {str(p): b for p, b in report.bytes_from.items()}
     out["media_duplicate_bytes"] = report.duplicate_bytes
     out["media_failures"] = {str(p): why for p, why in report.failures.items()}
+    out["media_events"] = [(round(begun + at, 4), peer, what) for at, peer, what in report.events]
     out["media_announced"] = media.worth_announcing(cid)  # as a node decides (node.propagation)
     if out["media_announced"]:
         await gossip.publish(Topic.MEDIA_HAVE, media.have_message(cid))
@@ -317,6 +319,11 @@ def summarise(n: int, mode: str, outs: list[dict], plan: dict) -> dict:
             "index": last.get("index"),
             "bytes_from": {index_of.get(p, p): b for p, b in last.get("media_from", {}).items()},
             "failures": {index_of.get(p, p): why for p, why in last.get("media_failures", {}).items()},
+            # its download's story: (seconds since the media phase began, peer index, what happened)
+            "events": [
+                (round(t - plan["t2"], 3), index_of.get(p, p), what)
+                for t, p, what in last.get("media_events", [])
+            ],
         },
         "failed_nodes": [o.get("index", i) for i, o in enumerate(outs) if o.get("failed")],
     }

@@ -78,6 +78,10 @@ def test_network_loopback_benchmark_runs_in_process_and_as_processes(tmp_path: P
         assert sum(r["bytes_served_by_node"]) == (r["nodes"] - 1) * int(0.5 * 1024 * 1024)
         assert r["media_last_fetcher"]["index"] in range(1, r["nodes"]) and r["have_pushes"] >= 0
         assert sum(r["media_last_fetcher"]["bytes_from"].values()) == int(0.5 * 1024 * 1024)
+        events = r["media_last_fetcher"]["events"]  # its download's story: every source's answers in it
+        delivered = {p for _, p, what in events if what.startswith("chunks")}
+        assert {int(p) for p in r["media_last_fetcher"]["bytes_from"]} <= delivered
+        assert [t for t, _, _ in events] == sorted(t for t, _, _ in events) and events[0][0] >= 0
 
 
 def run_script(script: str, tmp_path: Path, *args: str) -> dict:

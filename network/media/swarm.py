@@ -73,6 +73,7 @@ OPEN_TIMEOUT_FACTOR = 4  # opening a session may take this many request timeouts
 DIAL_AFTER_SEC = 0.5  # peers not connected are dialled when the connected ones bring no news this long
 MAX_MESSAGE_BYTES = 64 * 1024  # a session message other than chunk data: have-map or answer header
 CLOSE_TIMEOUT_SEC = 2.0  # sessions closed gracefully at the end of a download, then reset
+MAX_REPORT_EVENTS = 512  # a download's story kept in its report; later events are only counted
 OUTBOX_MESSAGES = 4  # requests queued for one session's writer: at most one get, and wants
 
 
@@ -88,6 +89,16 @@ class FetchReport:
     duplicate_bytes: int = 0  # endgame: chunks that arrived after another peer's copy
     failures: dict = field(default_factory=dict)  # peer -> reason
     resumed_chunks: int = 0
+    # (seconds since the download began, peer, what happened): why a download was late, read
+    # afterwards (a tail in the loopback benchmark); bounded, as a download may run long
+    events: list[tuple[float, str, str]] = field(default_factory=list)
+    events_dropped: int = 0
+
+    def note(self, at: float, peer: ID, what: str) -> None:
+        if len(self.events) < MAX_REPORT_EVENTS:
+            self.events.append((round(at, 4), str(peer), what))
+        else:
+            self.events_dropped += 1
 
 
 def _why(exc: BaseException) -> str:
@@ -186,6 +197,7 @@ class Download:
         self.asked: dict[int, set[ID]] = {}  # chunk -> peers it is being asked from
         self._changed = trio.Event()
         self._news = trio.current_time()  # when a chunk or a have-map last arrived
+        self._began = self._news
         self._nursery: trio.Nursery | None = None
 
     # -- the scheduler ------------------------------------------------------------------------------
@@ -263,6 +275,9 @@ class Download:
         self._changed.set()
         self._changed = trio.Event()
 
+    def _note(self, peer: _Peer, what: str) -> None:
+        self.report.note(trio.current_time() - self._began, peer.id, what)
+
     def _recruit(self, *, first_round: bool) -> None:
         """Track peers learnt since, and open sessions to those not yet asked or due again."""
         for peer_id, connected in self._candidates():
@@ -295,6 +310,7 @@ class Download:
             if peer.state == "idle" or (peer.state == "later" and not first_round and peer.retry_at <= now):
                 peer.state = "opening"
                 peer.scope = trio.CancelScope()
+                self._note(peer, "open" if peer.near else "open (dial)")
                 live.append(peer)
                 useful += 1
                 assert self._nursery is not None
@@ -375,12 +391,14 @@ class Download:
                 if not spare:
                     continue
                 chunks = [random.choice(spare)]
+                self._note(peer, f"endgame copy of {chunks[0]}")
             else:
                 continue
             peer.asked, peer.asked_at = chunks, now
             for i in chunks:
                 self.asked.setdefault(i, set()).add(peer.id)
             peer.outbox.send_nowait(["get", chunks])
+            self._note(peer, f"get {chunks}")
             in_flight += 1
             unasked = [i for i in unasked if i not in chunks]
 
@@ -403,6 +421,7 @@ class Download:
         if peer.outbox.statistics().current_buffer_used < OUTBOX_MESSAGES - 1:
             peer.outbox.send_nowait(["want", encode_have_map([i in wanted for i in range(len(peer.have))])])
             peer.wanted = wanted
+            self._note(peer, f"want {len(wanted)}")
 
     def _answered(self, peer: _Peer) -> None:
         for i in peer.asked or ():
@@ -425,6 +444,7 @@ class Download:
                         raise ProtocolViolation("watch reply without a chunk list and have-map")
                     chunk_list = self._check_list(status[1])
                     self._update_have(peer, status[2], chunk_list)
+                    self._note(peer, f"ok, has {sum(peer.have or ())}")
                     # one get at a time (the next once it is answered), and wants that leave it a place
                     outbox, inbox = trio.open_memory_channel[list](OUTBOX_MESSAGES)
                     peer.outbox, peer.state = outbox, "open"
@@ -483,11 +503,13 @@ class Download:
             kind = message[0]
             if kind == "have" and len(message) == 2:
                 self._update_have(peer, message[1], chunk_list)
+                self._note(peer, f"have {sum(peer.have or ())}")
                 continue
             if kind not in ("chunks", "busy", "missing") or peer.asked is None:
                 raise ProtocolViolation(f"unexpected {kind!r} message")
             if kind == "busy":
                 peer.busy_until = trio.current_time() + random.uniform(*BUSY_PAUSE_SEC)
+                self._note(peer, "busy")
             elif kind == "missing":  # it advertised chunks it does not serve
                 self._drop(peer, "chunks: missing though advertised")
                 return
@@ -496,6 +518,7 @@ class Download:
             else:
                 self._update_have(peer, message[2], chunk_list)
                 await self._receive_chunks(peer, frames, chunk_list)
+                self._note(peer, f"chunks {peer.asked}")
             self._answered(peer)
 
     async def _receive_chunks(self, peer: _Peer, frames: FrameReader, chunk_list: ChunkList) -> None:
@@ -546,6 +569,8 @@ class Download:
         self._wake()
 
     def _later(self, peer: _Peer) -> None:
+        if peer.state != "later":
+            self._note(peer, "session ended")
         peer.state = "later"
         peer.retry_at = trio.current_time() + self.settings.rewatch_sec
 
@@ -553,12 +578,14 @@ class Download:
         """End the session with a peer too slow to answer; it is asked again once it has ended."""
         peer.state = "closing"
         self.report.failures[peer.id] = reason
+        self._note(peer, f"too slow: {reason}")
         log.info("media provider %s too slow: %s", peer.id, reason)
         peer.scope.cancel()
 
     def _drop(self, peer: _Peer, reason: str | None = None) -> None:
         """No more requests to this peer in this download; `reason` unless a violation recorded one."""
         peer.state = "dropped"
+        self._note(peer, f"dropped: {reason or 'violation'}")
         if reason is not None:
             self.report.failures[peer.id] = reason
             log.info("media provider %s dropped: %s", peer.id, reason)

@@ -15,7 +15,14 @@ from libp2p.peer.id import ID
 from consensus.messages import canonical
 from network.media.content import CHUNK_BYTES, ChunkList, decode_have_map, encode_have_map
 from network.media.store import MediaStore
-from network.media.swarm import DIAL_AFTER_SEC, ENDGAME_AFTER_SEC, Download, FetchReport, Progress
+from network.media.swarm import (
+    DIAL_AFTER_SEC,
+    ENDGAME_AFTER_SEC,
+    MAX_REPORT_EVENTS,
+    Download,
+    FetchReport,
+    Progress,
+)
 from network.settings import MediaSettings
 
 pytestmark = pytest.mark.trio
@@ -136,6 +143,10 @@ async def test_a_want_leaves_out_chunks_on_their_way_from_another_peer_until_the
     assert need == [True, True]
     assert sorted(i for _, chunks in gets[late] for i in chunks) == [0, 1]  # the endgame's copies
     assert report.bytes_from[late] == len(data)
+    story = [what for _, peer, what in report.events if peer == str(late)]  # the report tells it
+    assert story[:3] == ["open", "ok, has 0", "want 2"] and story[3] == "have 2"
+    assert [what for what in story if what.startswith("endgame")] and story[-2].startswith("chunks")
+    assert story[-1] == "session ended"
 
 
 async def test_a_silent_peer_holds_a_session_place_for_dial_after_sec_only(
@@ -197,3 +208,12 @@ async def test_a_silent_peer_holds_a_session_place_for_dial_after_sec_only(
     assert opened[peers[0]] == opened[peers[1]] == 0
     assert opened[peers[2]] == DIAL_AFTER_SEC  # while the steady peer was still delivering
     assert report.bytes_from[peers[0]] > 0 and report.bytes_from[peers[2]] > 0
+
+
+async def test_a_reports_story_is_bounded(tmp_path: Path) -> None:
+    """A download may run long: its report keeps the first MAX_REPORT_EVENTS events and counts the rest."""
+    report = FetchReport(b"\x00" * 32, tmp_path / "unused")
+    for i in range(MAX_REPORT_EVENTS + 5):
+        report.note(i * 0.001, ID(b"peer"), "get [0]")
+    assert len(report.events) == MAX_REPORT_EVENTS and report.events_dropped == 5
+    assert report.events[1] == (0.001, str(ID(b"peer")), "get [0]")
