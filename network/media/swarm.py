@@ -254,15 +254,16 @@ class Download:
             await self._wait(self._next_timer())
 
     async def _close_sessions(self) -> None:
-        """End each session: gracefully where nothing is owed to us, by reset where an answer is
-        (bounded: whatever has not ended by then is cancelled with the download's nursery)."""
+        """End each session: gracefully where nothing is owed to us, by reset where an answer is or
+        the session is still opening (bounded: whatever has not ended by then is cancelled with the
+        download's nursery). A session left opening used to open after this loop had passed it, and
+        nobody closed it: the download returned CLOSE_TIMEOUT_SEC after the file was whole."""
         with trio.move_on_after(CLOSE_TIMEOUT_SEC):
-            for peer in list(self.peers.values()):
-                if peer.stream is None:
-                    continue
-                if peer.asked is not None:
+            for peer in self.peers.values():  # no await in this pass: no session opens meanwhile
+                if peer.state == "opening" or peer.asked is not None:
                     peer.scope.cancel()
-                else:
+            for peer in list(self.peers.values()):
+                if peer.stream is not None and peer.state != "opening" and peer.asked is None:
                     await close(peer.stream)  # the peer sees the end, ends its side, and our reader stops
             while any(p.stream is not None for p in self.peers.values()):
                 await self._changed.wait()

@@ -210,6 +210,59 @@ async def test_a_silent_peer_holds_a_session_place_for_dial_after_sec_only(
     assert report.bytes_from[peers[0]] > 0 and report.bytes_from[peers[2]] > 0
 
 
+async def test_a_session_still_opening_when_the_file_is_whole_does_not_hold_the_download(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is whole while a second session is still opening: it is cancelled, and the download
+    returns once the open session has ended. It used to open while the download waited for that end,
+    and stay open until CLOSE_TIMEOUT_SEC (in a 20-node spread, the last node finished 1.6 s after
+    the others, its file stored all along)."""
+    data = bytes(range(256)) * (2 * CHUNK_BYTES // 256)
+    chunk_list = ChunkList.of_bytes(data)
+    full = encode_have_map([True, True])
+    prompt_peer, slow_peer = ID(b"prompt-peer"), ID(b"slow-to-open-peer")
+    slow_open_cancelled: list[float] = []
+
+    def prompt(stream: MemoryStream, message: list) -> None:
+        if message[0] == "get":
+            chunks = [data[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES] for i in message[1]]
+            stream.reply(canonical(["chunks", message[1], full]), *chunks)
+
+    async with trio.open_nursery() as nursery:
+
+        class EndsLater(MemoryStream):
+            """Its end comes 1.5 s after ours, as a busy peer's would."""
+
+            async def close(self) -> None:
+                if not getattr(self, "closing", False):
+                    self.closing = True
+                    nursery.start_soon(self._end_later)
+
+            async def _end_later(self) -> None:
+                await trio.sleep(1.5)
+                await super().close()
+
+        async def request(peer: ID, message: list) -> tuple[MemoryStream, list]:
+            if peer == prompt_peer:
+                return EndsLater(prompt), ["ok", chunk_list.encode(), full]
+            try:
+                await trio.sleep(1.0)  # its answer to "watch" comes after the file is whole
+            except trio.Cancelled:
+                slow_open_cancelled.append(trio.current_time())
+                raise
+            return MemoryStream(prompt), ["ok", chunk_list.encode(), full]
+
+        requester = MemoryPeers(MediaSettings(parallel_providers=2, chunks_per_request=2))
+        requester.request = request  # type: ignore[method-assign]
+        download, report = _download(requester, chunk_list, [prompt_peer, slow_peer], tmp_path, monkeypatch)
+        path = await download.run()
+        returned_at = trio.current_time()
+
+    assert path.read_bytes() == data and report.bytes_from[prompt_peer] == len(data)
+    assert returned_at == 1.5  # the open session's end, not CLOSE_TIMEOUT_SEC
+    assert slow_open_cancelled == [0.0]
+
+
 async def test_a_reports_story_is_bounded(tmp_path: Path) -> None:
     """A download may run long: its report keeps the first MAX_REPORT_EVENTS events and counts the rest."""
     report = FetchReport(b"\x00" * 32, tmp_path / "unused")
