@@ -166,7 +166,7 @@ class _Peer:
     asked: list[int] | None = None  # the chunk request it has not answered yet
     wanted: frozenset[int] | None = None  # the chunks of a want sent, not yet answered by a have-map
     asked_at: float = 0.0
-    news_at: float = 0.0  # when it last sent a have-map or a chunk
+    news_at: float = 0.0  # when it last sent a chunk, or a have-map that showed more
     stream: INetStream | None = None
     outbox: trio.MemorySendChannel | None = None
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -196,7 +196,7 @@ class Download:
         self.need: set[int] = set()
         self.asked: dict[int, set[ID]] = {}  # chunk -> peers it is being asked from
         self._changed = trio.Event()
-        self._news = trio.current_time()  # when a chunk or a have-map last arrived
+        self._news = trio.current_time()  # when a chunk, or a have-map that showed more, last arrived
         self._began = self._news
         self._nursery: trio.Nursery | None = None
 
@@ -292,9 +292,10 @@ class Download:
         # Sessions are opened as they are needed, not to every peer at once: each costs both ends
         # about ten messages (stream negotiation, list, want, close), milliseconds of CPU. Enough
         # that `parallel_providers` of them are opening, offer a chunk still needed, or sent a
-        # chunk or a map within DIAL_AFTER_SEC: a neighbour that has nothing for us yet says when
-        # it has (a want), and is given that long to; one that stays silent stops counting, so a
-        # peer that never gets anything, or lies, does not hold a place. (Counting offers only,
+        # chunk or a map that showed more within DIAL_AFTER_SEC: a neighbour that has nothing for
+        # us yet says when it has (a want), and is given that long to; one that stays silent, or
+        # repeats a map, stops counting, so a peer that never gets anything, or lies, does not
+        # hold a place. (Counting offers only,
         # a download held a session with every neighbour: over a quarter of a spread's messages
         # were sessions' own.)
         useful = sum(
@@ -538,7 +539,7 @@ class Download:
             self.need.discard(index)
             self.report.bytes_from[peer.id] += len(data)
             self.progress.verified()
-            self._news = trio.current_time()
+            peer.news_at = self._news = trio.current_time()
             self._wake()
 
     def _check_list(self, encoded: bytes) -> ChunkList:
@@ -562,11 +563,11 @@ class Download:
             raise ProtocolViolation(f"have-map: {exc}") from None
         if peer.have is not None:  # verified chunks stay verified: a map only grows
             have = [a or b for a, b in zip(have, peer.have, strict=True)]
+        if have != peer.have:  # news: a map that shows nothing new does not keep a session's place
+            peer.news_at = self._news = trio.current_time()
         peer.have = have
-        peer.news_at = trio.current_time()
         peer.wanted = None  # any map the peer sends answers a want
         self.report.failures.pop(peer.id, None)
-        self._news = trio.current_time()
         self._wake()
 
     def _later(self, peer: _Peer) -> None:

@@ -149,14 +149,15 @@ async def test_a_want_leaves_out_chunks_on_their_way_from_another_peer_until_the
     assert story[-1] == "session ended"
 
 
-async def test_a_silent_peer_holds_a_session_place_for_dial_after_sec_only(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("idle", ["silent", "repeats_its_empty_map"])
+async def test_a_peer_without_news_holds_a_session_place_for_dial_after_sec_only(
+    idle: str, tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every session costs both ends about ten messages, so a download with two request slots opens
     two sessions, not one per neighbour: a neighbour with nothing to offer yet counts, as it will
-    say when it has something. But only for DIAL_AFTER_SEC after its last map: one that stays
-    silent (it never gets anything, or lies) loses its place to the next peer, even while the
-    other session keeps delivering."""
+    say when it has something. But only for DIAL_AFTER_SEC after its last news: one that stays
+    silent (it never gets anything, or lies), or sends the same empty map again and again, loses
+    its place to the next peer, even while the other session keeps delivering."""
     count = 8
     data = bytes(range(256)) * (count * CHUNK_BYTES // 256)
     chunk_list = ChunkList.of_bytes(data)
@@ -178,8 +179,14 @@ async def test_a_silent_peer_holds_a_session_place_for_dial_after_sec_only(
             if message[0] == "get":
                 nursery.start_soon(slowly, stream, message[1])
 
-        def silent(stream: MemoryStream, message: list) -> None:
-            pass  # has nothing, and its want is never answered
+        async def repeat_empty_map(stream: MemoryStream) -> None:
+            while True:
+                await trio.sleep(0.1)
+                stream.reply(canonical(["have", empty]))
+
+        def without_news(stream: MemoryStream, message: list) -> None:
+            if message[0] == "want" and idle == "repeats_its_empty_map":
+                nursery.start_soon(repeat_empty_map, stream)  # else its want is never answered
 
         def prompt(stream: MemoryStream, message: list) -> None:
             if message[0] == "get":
@@ -188,7 +195,7 @@ async def test_a_silent_peer_holds_a_session_place_for_dial_after_sec_only(
         settings = MediaSettings(parallel_providers=2, chunks_per_request=1, request_timeout_sec=30)
         requester = MemoryPeers(settings)
         requester.peers[peers[0]] = (["ok", chunk_list.encode(), full], steady)
-        requester.peers[peers[1]] = (["ok", chunk_list.encode(), empty], silent)
+        requester.peers[peers[1]] = (["ok", chunk_list.encode(), empty], without_news)
         for peer in peers[2:]:
             requester.peers[peer] = (["ok", chunk_list.encode(), full], prompt)
         request = requester.request
@@ -204,7 +211,7 @@ async def test_a_silent_peer_holds_a_session_place_for_dial_after_sec_only(
         nursery.cancel_scope.cancel()
 
     assert path.read_bytes() == data and not requester.violations
-    assert set(opened) == {peers[0], peers[1], peers[2]}  # two at first, and one for the silent one
+    assert set(opened) == {peers[0], peers[1], peers[2]}  # two at first, and one for the idle one
     assert opened[peers[0]] == opened[peers[1]] == 0
     assert opened[peers[2]] == DIAL_AFTER_SEC  # while the steady peer was still delivering
     assert report.bytes_from[peers[0]] > 0 and report.bytes_from[peers[2]] > 0
