@@ -81,6 +81,12 @@ async def _inline(fn: Callable, *args: object, **_: object) -> object:
     return fn(*args)
 
 
+def _reply_chunks(stream: MemoryStream, data: bytes, indices: list[int], have: bytes) -> None:
+    """A peer's answer to ["get", indices]: the header with its have-map, then each chunk of `data`."""
+    chunks = [data[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES] for i in indices]
+    stream.reply(canonical(["chunks", indices, have]), *chunks)
+
+
 def _download(
     requester: MemoryPeers,
     chunk_list: ChunkList,
@@ -125,8 +131,7 @@ async def test_a_want_leaves_out_chunks_on_their_way_from_another_peer_until_the
             stream.reply(canonical(["have", full]))
         elif message[0] == "get":
             gets[late].append((trio.current_time(), message[1]))
-            chunks = [data[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES] for i in message[1]]
-            stream.reply(canonical(["chunks", message[1], full]), *chunks)
+            _reply_chunks(stream, data, message[1], full)
 
     requester = MemoryPeers(MediaSettings(parallel_providers=2, chunks_per_request=2, request_timeout_sec=30))
     requester.peers[stalling] = (["ok", chunk_list.encode(), full], never_answers)
@@ -165,13 +170,9 @@ async def test_a_peer_without_news_holds_a_session_place_for_dial_after_sec_only
     peers = [ID(f"peer-{i}".encode()) for i in range(5)]
     opened: dict[ID, float] = {}
 
-    def reply_chunks(stream: MemoryStream, indices: list[int]) -> None:
-        chunks = [data[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES] for i in indices]
-        stream.reply(canonical(["chunks", indices, full]), *chunks)
-
     async def slowly(stream: MemoryStream, indices: list[int]) -> None:
         await trio.sleep(0.3)
-        reply_chunks(stream, indices)
+        _reply_chunks(stream, data, indices, full)
 
     async with trio.open_nursery() as nursery:
 
@@ -190,7 +191,7 @@ async def test_a_peer_without_news_holds_a_session_place_for_dial_after_sec_only
 
         def prompt(stream: MemoryStream, message: list) -> None:
             if message[0] == "get":
-                reply_chunks(stream, message[1])
+                _reply_chunks(stream, data, message[1], full)
 
         settings = MediaSettings(parallel_providers=2, chunks_per_request=1, request_timeout_sec=30)
         requester = MemoryPeers(settings)
@@ -232,8 +233,7 @@ async def test_a_session_still_opening_when_the_file_is_whole_does_not_hold_the_
 
     def prompt(stream: MemoryStream, message: list) -> None:
         if message[0] == "get":
-            chunks = [data[i * CHUNK_BYTES : (i + 1) * CHUNK_BYTES] for i in message[1]]
-            stream.reply(canonical(["chunks", message[1], full]), *chunks)
+            _reply_chunks(stream, data, message[1], full)
 
     async with trio.open_nursery() as nursery:
 
