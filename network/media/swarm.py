@@ -262,8 +262,8 @@ class Download:
             for peer in self.peers.values():  # no await in this pass: no session opens meanwhile
                 if peer.state == "opening" or peer.asked is not None:
                     peer.scope.cancel()
-            for peer in list(self.peers.values()):
-                if peer.stream is not None and peer.state != "opening" and peer.asked is None:
+            for peer in list(self.peers.values()):  # an opening session has no stream yet
+                if peer.stream is not None and peer.asked is None:
                     await close(peer.stream)  # the peer sees the end, ends its side, and our reader stops
             while any(p.stream is not None for p in self.peers.values()):
                 await self._changed.wait()
