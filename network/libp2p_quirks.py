@@ -146,17 +146,30 @@ stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
    other end for one frame. `yamux_frames_fit_noise` caps yamux frames at
    Noise's plaintext size; a 1 MiB transfer between two hosts costs 11 % less
    CPU (bench/RESULTS.md).
+24. No setting for a stream's initial receive window. A yamux stream starts
+   with the spec's 256 KiB and py-libp2p offers no way to ask for more (go-yamux
+   has `InitialStreamWindowSize`, js-libp2p `initialStreamWindowSize`), so a
+   stream that reads megabytes (a media session) hands credit back in a
+   WINDOW_UPDATE every 128 KiB until the auto-tuning catches up: 266 of the
+   3,576 Noise messages of a 5 MiB spread to 19 nodes. A SYN is itself a window
+   update whose length is extra credit (the spec, and the library reads it so);
+   `announce_receive_window` makes the SYN of a stream opened inside
+   `receive_window(n)` offer n bytes, for the streams the node knows will read
+   much. Other streams keep the default, so a peer can park no more unread data
+   with this node than before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import math
+import struct
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import trio
 from libp2p.network.config import ConnectionConfig
@@ -205,6 +218,7 @@ QUIRKS = (
     "pubsub writes to a stream from its queue and directly, unserialised; large RPCs interleave: one at a time",
     "yamux sends a window update on every read (each varint byte of a pubsub message): at half the window",
     "a full yamux frame (65,536 bytes) exceeds a Noise message (65,519): two messages each; frames capped",
+    "no initial stream window setting: bulk streams hand credit back every 128 KiB; their SYN offers more",
 )
 
 OUTBOUND_QUEUE_RPCS = 1024
@@ -263,6 +277,53 @@ def yamux_frames_fit_noise() -> None:
     Only the sender's frame size changes: yamux reads frames of any length, so a
     peer still sending 64 KiB frames is read as before."""
     yamux_module.MAX_MESSAGE_SIZE = min(yamux_module.MAX_MESSAGE_SIZE, noise_io.MAX_PLAINTEXT_LENGTH)
+
+
+# (window, the task that asked): tasks started meanwhile copy the context, but a dial's side
+# effects (pubsub opening its stream to the new peer) must keep the default window.
+_RECEIVE_WINDOW: contextvars.ContextVar[tuple[int, object] | None] = contextvars.ContextVar(
+    "receive_window", default=None
+)
+
+
+@contextlib.contextmanager
+def receive_window(window: int) -> Iterator[None]:
+    """Streams this task opens inside the block offer `window` bytes of receive credit (defect 24)."""
+    if not yamux_module.DEFAULT_WINDOW_SIZE <= window <= yamux_module.MAX_WINDOW_SIZE:
+        raise ValueError(f"a receive window of {window} bytes is outside yamux's 256 KiB-16 MiB")
+    token = _RECEIVE_WINDOW.set((window, trio.lowlevel.current_task()))
+    try:
+        yield
+    finally:
+        _RECEIVE_WINDOW.reset(token)
+
+
+def announce_receive_window() -> None:
+    """Defect 24: a stream opened inside `receive_window(n)` offers n bytes in its SYN.
+
+    `Yamux.open_stream` registers the stream and then writes its SYN, a window update of
+    length 0; the SYN written under the context variable carries the extra credit, and the
+    stream's own window and auto-tuning target start from n, so the at-half rule (defect 22)
+    hands credit back once n / 2 is read."""
+    original = yamux_module.Yamux._write_frame
+    if getattr(original, "icn_receive_window", False):
+        return
+    header = struct.Struct(yamux_module.YAMUX_HEADER_FORMAT)
+    syn = (yamux_module.TYPE_WINDOW_UPDATE, yamux_module.FLAG_SYN, 0)
+
+    async def write_frame(self: yamux_module.Yamux, data: bytes) -> None:
+        asked = _RECEIVE_WINDOW.get()
+        if asked is not None and asked[1] is trio.lowlevel.current_task() and len(data) == header.size:
+            window = asked[0]
+            version, kind, flags, stream_id, length = header.unpack(data)
+            stream = self.streams.get(stream_id)
+            if (kind, flags, length) == syn and stream is not None and stream.is_initiator:
+                stream.recv_window = stream.target_recv_window = window
+                data = header.pack(version, kind, flags, stream_id, window - yamux_module.DEFAULT_WINDOW_SIZE)
+        await original(self, data)
+
+    write_frame.icn_receive_window = True  # type: ignore[attr-defined]
+    yamux_module.Yamux._write_frame = write_frame  # type: ignore[method-assign]
 
 
 def check_gossip_size(data: bytes) -> None:

@@ -88,6 +88,10 @@ class MediaSettings(_Strict):
     # also asks its connected neighbours, and those serve what they hold. With 2, a slot's file is
     # announced by its maker and the first to fetch it (more when several finish at once).
     announce_below_holders: int = Field(2, ge=1, le=64)
+    # Receive credit a download's session offers from its first frame (yamux's default is 256 KiB,
+    # handed back in a message per 128 KiB read). It bounds what a peer can have in flight to this
+    # node on one session, so memory is this times the sessions held (parallel_providers a download).
+    session_window_bytes: int = Field(4 * 1024 * 1024, ge=256 * 1024, le=16 * 1024 * 1024)
 
 
 class ReconnectSettings(_Strict):

@@ -380,7 +380,7 @@ class MediaService:
 
     # -- what a Download asks of the service ----------------------------------------------------------
     async def request(self, peer: ID, request: list) -> tuple[INetStream, list]:
-        stream = await self.net.new_stream(peer, PROTOCOL)
+        stream = await self.net.new_stream(peer, PROTOCOL, receive_window=self.settings.session_window_bytes)
         try:
             await write_frame(stream, canonical(request))
             status = decode_list(await read_frame(stream, MAX_STATUS_BYTES), MAX_STATUS_BYTES, "status")

@@ -445,3 +445,57 @@ async def test_23_a_yamux_frame_goes_out_as_one_noise_message_not_two(monkeypatc
         assert got == [data]
         assert sum(1 for size, _ in frames if size > 60_000) == len(data) // 65_507
         assert all(messages == 1 for _, messages in frames), [f for f in frames if f[1] != 1][:3]
+
+
+async def test_24_a_stream_opened_with_a_wide_window_reads_megabytes_on_one_window_update(
+    monkeypatch,
+) -> None:
+    """Defect 24: no setting for a stream's initial window; a media session reading megabytes handed
+    credit back every 128 KiB. Opened inside `receive_window`, its SYN offers more, and nothing
+    else (a stream pubsub opens for the peer the same call dialled) is widened with it."""
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+    from libp2p.stream_muxer.yamux import yamux
+
+    from network.streams import read_frame, write_frame
+
+    updates: dict[int, int] = {}  # WINDOW_UPDATE frames without flags written for each stream id
+    original = yamux.Yamux._write_frame
+
+    async def counted(self: yamux.Yamux, data: bytes) -> None:
+        if data[1] == yamux.TYPE_WINDOW_UPDATE and data[2:4] == b"\0\0":
+            sid = int.from_bytes(data[4:8], "big")
+            updates[sid] = updates.get(sid, 0) + 1
+        await original(self, data)
+
+    monkeypatch.setattr(yamux.Yamux, "_write_frame", counted)
+    data = bytes(range(256)) * (12 * 1024)  # 3 MiB
+
+    async def send(stream) -> None:
+        await read_frame(stream, 16)
+        await write_frame(stream, data)
+        await stream.close()
+
+    async def transfer(a, b, window: int | None) -> int:
+        stream = await a.new_stream(b.peer_id, "/quirk-24", receive_window=window)
+        await write_frame(stream, b"go")
+        with trio.fail_after(20):
+            assert await read_frame(stream, len(data)) == data
+        return updates.get(stream.muxed_stream.stream_id, 0)
+
+    async with swarm(2, topology=[]) as sw:
+        a, b = sw.hosts
+        b.set_stream_handler("/quirk-24", send)
+        a.host.get_peerstore().add_addrs(b.peer_id, info_from_p2p_addr(b.addrs()[0]).addrs, 60)
+        first = await a.new_stream(b.peer_id, "/quirk-24", receive_window=4 * 1024 * 1024)  # dials b
+        await write_frame(first, b"go")
+        await read_frame(first, len(data))
+        await wait_for(lambda: b.peer_id in a.pubsub.peers)
+        [conn] = a.host.get_network().connections[b.peer_id]
+        widened = {s.stream_id for s in conn.muxed_conn.streams.values() if s.target_recv_window > 256 * 1024}
+        assert widened == {first.muxed_stream.stream_id}  # pubsub's stream, opened meanwhile, was not
+        default, wide = await transfer(a, b, None), await transfer(a, b, 4 * 1024 * 1024)
+        # with 4 MiB, one update at 2 MiB read; from 256 KiB, even with the auto-tuning doubling the
+        # window at each update (credit back at 128 KiB, 384 KiB, 896 KiB, 1.9 MiB), 3 MiB takes four
+        assert wide <= 1 and default >= 4, (wide, default)
+        with pytest.raises(ValueError, match="outside yamux"):
+            await a.new_stream(b.peer_id, "/quirk-24", receive_window=64 * 1024 * 1024)
