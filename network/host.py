@@ -179,6 +179,7 @@ def build_libp2p_host(identity: Identity, settings: NetworkSettings) -> IHost:
     quirks.window_updates_at_half()  # defect 22
     quirks.yamux_frames_fit_noise()  # defect 23
     quirks.announce_receive_window()  # defect 24
+    quirks.eager_locks()  # defect 25
     key_pair = identity.key_pair
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     host = new_host(

@@ -157,6 +157,19 @@ stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
    `receive_window(n)` offer n bytes, for the streams the node knows will read
    much. Other streams keep the default, so a peer can park no more unread data
    with this node than before.
+25. A trio lock at every layer, each a trip through the scheduler. py-libp2p
+   takes a `trio.Lock` for the TCP socket's reads and writes, the stream's state
+   (each read and write), the yamux stream's window and the connection's
+   writes: about ten per Noise message, and a cProfile of a spread counted
+   88,000 acquisitions. An uncontended `trio.Lock.acquire` still yields to the
+   scheduler (it is a checkpoint), so each costs a task reschedule: 77,000 of
+   them, the largest item of the spread's CPU after the event loop itself.
+   `eager_locks` gives those objects a lock that takes a free lock at once and
+   waits, as trio's does, only when it is held: ownership, fairness (a released
+   lock goes to the next waiter) and cancellation while waiting are trio's. What
+   is lost is only the checkpoint of an acquisition that does not wait; every
+   path that takes these locks then does socket I/O or waits on an event, which
+   checkpoint. Process-wide, like defect 10.
 """
 
 from __future__ import annotations
@@ -172,8 +185,10 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 
 import trio
+from libp2p.io.trio import TrioTCPStream
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.exceptions import SwarmException
+from libp2p.network.stream.net_stream import NetStream
 from libp2p.peer.id import ID
 from libp2p.pubsub import pubsub as pubsub_module
 from libp2p.pubsub.gossipsub import GossipSub
@@ -219,6 +234,7 @@ QUIRKS = (
     "yamux sends a window update on every read (each varint byte of a pubsub message): at half the window",
     "a full yamux frame (65,536 bytes) exceeds a Noise message (65,519): two messages each; frames capped",
     "no initial stream window setting: bulk streams hand credit back every 128 KiB; their SYN offers more",
+    "about ten trio locks per Noise message, each a scheduler trip even when free: free ones taken at once",
 )
 
 OUTBOUND_QUEUE_RPCS = 1024
@@ -324,6 +340,74 @@ def announce_receive_window() -> None:
 
     write_frame.icn_receive_window = True  # type: ignore[attr-defined]
     yamux_module.Yamux._write_frame = write_frame  # type: ignore[method-assign]
+
+
+class EagerLock:
+    """A `trio.Lock` that takes a free lock without a checkpoint (defect 25); held, it waits as trio's.
+
+    trio's locks cannot be subclassed, so this one holds one and adds only the fast path:
+    `acquire_nowait` succeeds only on a lock nobody holds or waits for (trio hands a released
+    lock straight to its next waiter), so no waiter is overtaken."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = trio.Lock()
+
+    async def acquire(self) -> None:
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+
+    def acquire_nowait(self) -> None:
+        self._lock.acquire_nowait()
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def statistics(self) -> object:
+        return self._lock.statistics()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+# The objects of a connection's data path and the trio locks each takes on every read or write.
+_DATA_PATH_LOCKS: tuple[tuple[type, tuple[str, ...]], ...] = (
+    (TrioTCPStream, ("read_lock", "write_lock")),
+    (NetStream, ("_state_lock",)),
+    (YamuxStream, ("window_lock", "close_lock")),
+    (yamux_module.Yamux, ("streams_lock", "_write_lock")),
+)
+
+
+def eager_locks() -> None:
+    """Defect 25: the data path's locks take a free lock without a trip through the scheduler.
+
+    Each class's constructor is wrapped to swap its `trio.Lock` attributes for `EagerLock`s;
+    an attribute that is no longer a `trio.Lock` (a library change) is left alone, and
+    `tests/network/test_quirks.py` fails on it."""
+    for cls, names in _DATA_PATH_LOCKS:
+        if not getattr(cls.__init__, "icn_eager_locks", False):
+            cls.__init__ = _swapping_locks(cls.__init__, names)  # type: ignore[misc]
+
+
+def _swapping_locks(init: Callable[..., None], names: tuple[str, ...]) -> Callable[..., None]:
+    def swapped(self: object, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)
+        for name in names:
+            if isinstance(getattr(self, name, None), trio.Lock):
+                setattr(self, name, EagerLock())
+
+    swapped.icn_eager_locks = True  # type: ignore[attr-defined]
+    return swapped
 
 
 def check_gossip_size(data: bytes) -> None:

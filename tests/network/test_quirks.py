@@ -499,3 +499,62 @@ async def test_24_a_stream_opened_with_a_wide_window_reads_megabytes_on_one_wind
         assert wide <= 1 and default >= 4, (wide, default)
         with pytest.raises(ValueError, match="outside yamux"):
             await a.new_stream(b.peer_id, "/quirk-24", receive_window=64 * 1024 * 1024)
+
+
+async def test_25_the_data_paths_locks_take_a_free_lock_at_once_and_queue_when_held() -> None:
+    """Defect 25: about ten trio locks per Noise message, each a trip through the scheduler although
+    free. The data path's objects hold `EagerLock`s: free, taken with no checkpoint; held, the
+    waiters queue in order, and a waiter can still be cancelled."""
+    from libp2p.io.trio import TrioTCPStream
+
+    from network.streams import read_frame, write_frame
+
+    async def echo(stream) -> None:
+        await write_frame(stream, await read_frame(stream, 64))
+
+    async with swarm(2, topology=[]) as sw:
+        a, b = sw.hosts
+        b.set_stream_handler("/quirk-25", echo)
+        await a.connect(b.addrs()[0], keep=False)
+        stream = await a.new_stream(b.peer_id, "/quirk-25")
+        await write_frame(stream, b"ping")
+        assert await read_frame(stream, 64) == b"ping"
+        muxed = stream.muxed_conn
+        locks = [muxed._write_lock, muxed.streams_lock, stream._state_lock]
+        locks += [stream.muxed_stream.window_lock, stream.muxed_stream.close_lock]
+        assert all(type(lock) is quirks.EagerLock for lock in locks), locks
+    tcp = TrioTCPStream(None)  # type: ignore[arg-type]  # the raw connection's, built by the transport
+    assert type(tcp.read_lock) is type(tcp.write_lock) is quirks.EagerLock
+
+    # a checkpoint is where a cancelled task stops: trio's lock stops it even when free, this one
+    # takes a free lock (and yields nothing to the scheduler), and still stops a task that must wait
+    lock, trios = quirks.EagerLock(), trio.Lock()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await lock.acquire()
+        await trios.acquire()
+    assert lock.locked() and not trios.locked()
+    order: list[str] = []
+
+    async def waiter(name: str) -> None:
+        async with lock:
+            order.append(name)
+
+    gave_up = trio.Event()
+
+    async def gives_up() -> None:
+        with trio.move_on_after(0.05) as scope:  # cancelled while the lock is held
+            await lock.acquire()
+        order.append("gave up" if scope.cancelled_caught else "took it")
+        gave_up.set()
+
+    order.clear()
+    async with trio.open_nursery() as nursery:
+        for name in ("first", "second", "third"):
+            nursery.start_soon(waiter, name)
+            await trio.sleep(0.01)  # each queued in turn behind the holder
+        nursery.start_soon(gives_up)
+        await gave_up.wait()
+        assert order == ["gave up"] and lock.statistics().tasks_waiting == 3
+        lock.release()
+    assert order == ["gave up", "first", "second", "third"] and not lock.locked()
