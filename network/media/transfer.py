@@ -163,18 +163,27 @@ class MediaServer:
             )
             writing = trio.Lock()  # a chunks answer and its frames go out whole, never split by a have
             want = _Want()
-            failed: Exception | None = None
+            failed: list[Exception] = []  # the first failure of either task ends the session
             async with trio.open_nursery() as nursery:
+                # a failure is raised below, not wrapped in the nursery's group, so that `handle`
+                # counts it as what it is (a have push to a fetcher that reads nothing: a slow peer)
+                async def pushing() -> None:
+                    assert progress is not None
+                    try:
+                        await self._push_have(stream, progress, want, writing)
+                    except Exception as exc:
+                        failed.append(exc)
+                        nursery.cancel_scope.cancel()
+
                 if progress is not None:
-                    nursery.start_soon(self._push_have, stream, progress, want, writing)
-                # raised below, not wrapped in the nursery's group: counted as what it is
+                    nursery.start_soon(pushing)
                 try:
                     await self._answer(stream, cid, chunk_list, progress, want, writing)
                 except Exception as exc:
-                    failed = exc
+                    failed.append(exc)
                 nursery.cancel_scope.cancel()
-            if failed is not None:
-                raise failed
+            if failed:
+                raise failed[0]
         finally:
             self._sessions.release()
             self._per_peer[peer] -= 1

@@ -432,3 +432,50 @@ async def test_a_holder_announces_only_while_few_other_holders_are_known(tmp_pat
     service.add_provider(cid, ID(b"gossiped-3"))
     service.add_provider(cid, ID(b"gossiped-4"))
     assert not service.worth_announcing(cid) and service.worth_announcing(other)
+
+
+async def test_a_have_push_to_a_fetcher_that_reads_nothing_is_counted_as_a_slow_peer(tmp_path) -> None:
+    """The have pusher's failure ends the session as the answerer's does: a push the fetcher never
+    reads times out (a slow or hostile peer: `bad_request`), not a library stream error."""
+    from network.media.swarm import Progress
+    from network.media.transfer import MediaServer
+
+    data = payload(3 * CHUNK_BYTES, seed=11)
+    chunk_list = ChunkList.of_bytes(data)
+    cid = chunk_list.content_id
+    store = MediaStore(tmp_path / "store")
+    partial = store.open_partial(chunk_list)
+    progress = Progress(partial)
+    server = MediaServer(store, MediaSettings(request_timeout_sec=0.2), {cid: progress})
+
+    class Stalled:
+        """A fetcher that watches, wants chunk 1, and then reads nothing (its window stays full)."""
+
+        def __init__(self) -> None:
+            frames = [canonical(["watch", cid]), canonical(["want", encode_have_map([False, True, False])])]
+            self.incoming = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+            self.sent: list[bytes] = []
+            self.reset_called = False
+
+        async def read(self, n: int) -> bytes:
+            if not self.incoming:
+                await trio.sleep_forever()
+            part, self.incoming = self.incoming[:n], self.incoming[n:]
+            return part
+
+        async def write(self, data: bytes) -> None:
+            if self.sent:  # the "ok" went out; nothing more is read
+                await trio.sleep_forever()
+            self.sent.append(data)
+
+        async def reset(self) -> None:
+            self.reset_called = True
+
+    stream = Stalled()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle, stream)
+        await trio.sleep(0.05)  # the session is open and its want read
+        partial.write_chunk(1, data[CHUNK_BYTES : 2 * CHUNK_BYTES])
+        progress.verified()  # the push is due, and stalls
+    assert server.stats.requests["bad_request"] == 1 and not server.stats.requests["stream_error"]
+    assert stream.reset_called and cbor2.loads(stream.sent[0][4:])[0] == "ok"
