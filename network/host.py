@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -50,6 +51,10 @@ class HostStats:
     dial_failures: int = 0
     reconnects: int = 0
     bad_rpcs: int = 0  # pubsub streams that sent what is not a valid RPC (libp2p defect 15)
+    # inbound streams whose handler failed, by protocol: the stream went away under it, or a bug
+    # (logged with its traceback); either way only that stream ends (libp2p defect 26)
+    handler_stream_errors: Counter = field(default_factory=Counter)
+    handler_bugs: Counter = field(default_factory=Counter)
     evicted: list[tuple[str, ID]] = field(default_factory=list)
 
 
@@ -116,7 +121,13 @@ class NetworkHost:
         await self.host.disconnect(peer)
 
     def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
-        self.host.set_stream_handler(TProtocol(protocol), handler)
+        """Serve `protocol`; whatever the handler raises ends its stream only (libp2p defect 26)."""
+        self.host.set_stream_handler(
+            TProtocol(protocol), quirks.contained_handler(protocol, handler, self._failed)
+        )
+
+    def _failed(self, protocol: str, bug: bool) -> None:
+        (self.stats.handler_bugs if bug else self.stats.handler_stream_errors)[protocol] += 1
 
     async def new_stream(self, peer: ID, protocol: str, *, receive_window: int | None = None) -> INetStream:
         """A stream to `peer` for `protocol`, negotiated with its first write (`LazyStream`: one round

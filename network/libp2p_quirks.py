@@ -170,6 +170,17 @@ stops holding. `QUIRKS` lists them for the README and for `icn-node status`.
    is lost is only the checkpoint of an acquisition that does not wait; every
    path that takes these locks then does socket I/O or waits on an event, which
    checkpoint. Process-wide, like defect 10.
+26. An exception from any stream handler stops the host. The library runs each
+   inbound stream's handler in the connection's task group, so an exception
+   that escapes it ends that group, the swarm service and the node: defect 15
+   was this for pubsub's own handler. The node's handlers catch what a peer can
+   cause, but a write to a stream the peer has just reset raises from the
+   library (`StreamReset`), and a handler's own bug would stop the node for one
+   stream. `contained_handler` wraps every handler the node registers: a stream
+   error is counted and the stream reset; anything else is logged with its
+   traceback as a bug, counted, and the stream reset; the node goes on. (A
+   certificate-sync test's lying peer, a handler of the test, met the first
+   case about one run in four under load once negotiation got faster.)
 """
 
 from __future__ import annotations
@@ -182,9 +193,11 @@ import struct
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import trio
+from libp2p.abc import INetStream
+from libp2p.io.exceptions import IOException
 from libp2p.io.trio import TrioTCPStream
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.exceptions import SwarmException
@@ -200,6 +213,7 @@ from libp2p.pubsub.score import ScoreParams, TopicScoreParams
 from libp2p.pubsub.subscription import TrioSubscriptionAPI
 from libp2p.security.noise import io as noise_io
 from libp2p.security.noise.io import BaseNoiseMsgReadWriter
+from libp2p.stream_muxer.exceptions import MuxedStreamError
 from libp2p.stream_muxer.yamux import yamux as yamux_module
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
@@ -235,6 +249,7 @@ QUIRKS = (
     "a full yamux frame (65,536 bytes) exceeds a Noise message (65,519): two messages each; frames capped",
     "no initial stream window setting: bulk streams hand credit back every 128 KiB; their SYN offers more",
     "about ten trio locks per Noise message, each a scheduler trip even when free: free ones taken at once",
+    "an exception from any stream handler stops the host: every handler contained, counted, stream reset",
 )
 
 OUTBOUND_QUEUE_RPCS = 1024
@@ -664,6 +679,38 @@ async def evict_low_scorers(router: GossipSub) -> list[tuple[str, ID]]:
                 except Exception as exc:  # the peer may be gone already; the mesh change stands
                     log.debug("prune of %s on %s not sent: %s", peer, topic, exc)
     return evicted
+
+
+# What the library raises when a stream's peer reset or closed it, or its connection went away
+# (its stream errors, StreamReset and StreamEOF among them, are IOExceptions).
+_STREAM_GONE: tuple[type[BaseException], ...] = (IOException, MuxedStreamError, trio.BrokenResourceError)
+
+
+def contained_handler(
+    protocol: str, handler: Callable[[INetStream], Awaitable[None]], on_error: Callable[[str, bool], None]
+) -> Callable[[INetStream], Awaitable[None]]:
+    """Defect 26: a stream handler whose failures end its stream, never the host.
+
+    `on_error(protocol, is_bug)` counts each: False for the stream going away under the
+    handler, True for anything else (logged here with its traceback)."""
+
+    async def contained(stream: INetStream) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:
+            bug = not isinstance(exc, _STREAM_GONE)
+            if bug:
+                log.exception("stream handler for %s failed; the stream is reset, the node goes on", protocol)
+            else:
+                log.debug("%s stream went away under its handler: %s", protocol, exc)
+            on_error(protocol, bug)
+            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SOCKETS_MAX_SEC):
+                try:
+                    await stream.reset()
+                except Exception as reset_exc:  # already gone
+                    log.debug("reset after a handler failure: %s", reset_exc)
+
+    return contained
 
 
 def guard_pubsub_streams(

@@ -558,3 +558,54 @@ async def test_25_the_data_paths_locks_take_a_free_lock_at_once_and_queue_when_h
         assert order == ["gave up"] and lock.statistics().tasks_waiting == 3
         lock.release()
     assert order == ["gave up", "first", "second", "third"] and not lock.locked()
+
+
+async def test_26_a_stream_handler_that_raises_ends_its_stream_not_the_host(caplog) -> None:
+    """Defect 26: an exception escaping a stream handler ended the connection's task group and the
+    host with it. A bug is logged with its traceback and counted, a stream gone under its handler
+    counted; each resets its stream, and the host serves the next one."""
+    from libp2p.network.stream.exceptions import StreamError
+
+    from network.streams import ProviderUnavailable, read_frame, write_frame
+
+    reset_seen = trio.Event()
+
+    async def buggy(stream) -> None:
+        await read_frame(stream, 64)
+        raise RuntimeError("a bug in a handler")
+
+    async def writes_after_reset(stream) -> None:
+        await read_frame(stream, 64)
+        await reset_seen.wait()
+        for _ in range(100):  # the peer reset the stream: a write raises from the library
+            await write_frame(stream, b"late")
+
+    async def echo(stream) -> None:
+        await write_frame(stream, await read_frame(stream, 64))
+
+    async with swarm(2, topology=[]) as sw:
+        a, b = sw.hosts
+        await a.connect(b.addrs()[0], keep=False)
+        for name, handler in (
+            ("/quirk-26/bug", buggy),
+            ("/quirk-26/gone", writes_after_reset),
+            ("/quirk-26/echo", echo),
+        ):
+            b.set_stream_handler(name, handler)
+        stream = await a.new_stream(b.peer_id, "/quirk-26/bug")
+        await write_frame(stream, b"hello")
+        with trio.fail_after(5), pytest.raises((ProviderUnavailable, StreamError)):
+            await read_frame(stream, 64)  # reset by the host, not left open
+        stream = await a.new_stream(b.peer_id, "/quirk-26/gone")
+        await write_frame(stream, b"hello")
+        await trio.sleep(0.2)  # the handler read it and waits
+        await stream.reset()
+        reset_seen.set()
+        await wait_for(lambda: b.stats.handler_stream_errors["/quirk-26/gone"] == 1)
+        assert dict(b.stats.handler_bugs) == {"/quirk-26/bug": 1}
+        assert "a bug in a handler" in caplog.text
+        stream = await a.new_stream(b.peer_id, "/quirk-26/echo")  # the host and connection go on
+        await write_frame(stream, b"still here")
+        with trio.fail_after(5):
+            assert await read_frame(stream, 64) == b"still here"
+        assert a.is_connected(b.peer_id)
