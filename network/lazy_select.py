@@ -23,21 +23,15 @@ from __future__ import annotations
 
 from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.utils import encode_delim
 
-MULTISTREAM = b"/multistream/1.0.0\n"
+MULTISTREAM = b"/multistream/1.0.0"
 NOT_AVAILABLE = b"na\n"
 READ_BYTES = 64 * 1024  # what a negotiation read asks for: the listener's first data may come with it
 
 
 class NegotiationFailed(Exception):
     """The listener does not speak the protocol, or answered the negotiation with something else."""
-
-
-def _line(text: bytes) -> bytes:
-    """A multistream message: its length as a varint (one byte: ours are under 128) and the text."""
-    if len(text) >= 0x80:
-        raise ValueError(f"multistream line of {len(text)} bytes: protocol ids here are short")
-    return bytes([len(text)]) + text
 
 
 class LazyStream:
@@ -48,9 +42,12 @@ class LazyStream:
     """
 
     def __init__(self, stream: INetStream, protocol: str) -> None:
+        proto = protocol.encode()
+        if len(proto) + 1 >= 0x80:  # a line under 128 bytes has a one-byte length, as `_negotiated` reads
+            raise ValueError(f"protocol id of {len(proto)} bytes: the ones here are short")
         self._stream = stream
-        self._offer: bytes | None = _line(MULTISTREAM) + _line(protocol.encode() + b"\n")
-        self._expected = [MULTISTREAM, protocol.encode() + b"\n"]
+        self._offer: bytes | None = encode_delim(MULTISTREAM) + encode_delim(proto)  # each line ends in \n
+        self._expected = [MULTISTREAM + b"\n", proto + b"\n"]
         self._protocol = protocol
         self._pending = bytearray()  # read beyond the negotiation: the stream's first data
 

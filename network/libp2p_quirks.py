@@ -218,6 +218,7 @@ from libp2p.stream_muxer.yamux import yamux as yamux_module
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 
 from network.settings import GossipSettings
+from network.streams import reset
 
 log = logging.getLogger(__name__)
 
@@ -704,11 +705,7 @@ def contained_handler(
             else:
                 log.debug("%s stream went away under its handler: %s", protocol, exc)
             on_error(protocol, bug)
-            with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_SOCKETS_MAX_SEC):
-                try:
-                    await stream.reset()
-                except Exception as reset_exc:  # already gone
-                    log.debug("reset after a handler failure: %s", reset_exc)
+            await reset(stream)
 
     return contained
 

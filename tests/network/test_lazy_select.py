@@ -19,7 +19,7 @@ def line(text: bytes) -> bytes:
     return bytes([len(text)]) + text
 
 
-HEADER, ECHO = line(MULTISTREAM), line(PROTOCOL.encode() + b"\n")
+HEADER, ECHO = line(MULTISTREAM + b"\n"), line(PROTOCOL.encode() + b"\n")
 
 
 async def test_the_offer_rides_on_the_first_write_and_the_data_after_the_echo_is_the_streams() -> None:
@@ -51,7 +51,7 @@ async def test_a_read_before_any_write_sends_the_offer_first() -> None:
         (line(b"/multistream/2.0.0\n") + ECHO, "answered b'/multistream/2.0.0"),
         (HEADER + line(b"/icn/test-lazy/2\n"), "answered b'/icn/test-lazy/2"),
         (b"\xff\xff\xff\xff\x0f" + b"x" * 64, "a line of 128 bytes or more"),  # a huge varint
-        (bytes([len(MULTISTREAM) + 1]) + MULTISTREAM + b"\n", "a line of 20 bytes"),
+        (bytes([len(MULTISTREAM) + 2]) + MULTISTREAM + b"\n\n", "a line of 20 bytes"),
         (HEADER + ECHO[:4], "ended during the negotiation"),
         (b"", "ended during the negotiation"),
     ],
