@@ -51,10 +51,9 @@ class HostStats:
     dial_failures: int = 0
     reconnects: int = 0
     bad_rpcs: int = 0  # pubsub streams that sent what is not a valid RPC (libp2p defect 15)
-    # inbound streams whose handler failed, by protocol: the stream went away under it, or a bug
-    # (logged with its traceback); either way only that stream ends (libp2p defect 26)
-    handler_stream_errors: Counter = field(default_factory=Counter)
-    handler_bugs: Counter = field(default_factory=Counter)
+    # inbound streams whose handler failed, by (protocol, "stream gone" or "bug"): the stream went
+    # away under it, or a bug (logged with its traceback); only that stream ends (libp2p defect 26)
+    handler_failures: Counter = field(default_factory=Counter)
     evicted: list[tuple[str, ID]] = field(default_factory=list)
 
 
@@ -127,7 +126,7 @@ class NetworkHost:
         )
 
     def _failed(self, protocol: str, bug: bool) -> None:
-        (self.stats.handler_bugs if bug else self.stats.handler_stream_errors)[protocol] += 1
+        self.stats.handler_failures[protocol, "bug" if bug else "stream gone"] += 1
 
     async def new_stream(self, peer: ID, protocol: str, *, receive_window: int | None = None) -> INetStream:
         """A stream to `peer` for `protocol`, negotiated with its first write (`LazyStream`: one round

@@ -117,6 +117,10 @@ def watch_metrics(
             [([t, r], n) for (t, r), n in stats.rejected.items()],
         )  # fmt: skip
         yield counter(
+            "icn_stream_handler_failures", "Inbound streams whose handler failed (reset; the node goes on)",
+            ["protocol", "kind"], [(list(key), n) for key, n in net.stats.handler_failures.items()],
+        )  # fmt: skip
+        yield counter(
             "icn_media_bytes_served", "Media bytes served to peers", [],
             [([], media.server.stats.bytes_served)],
         )  # fmt: skip

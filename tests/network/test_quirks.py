@@ -601,8 +601,11 @@ async def test_26_a_stream_handler_that_raises_ends_its_stream_not_the_host(capl
         await trio.sleep(0.2)  # the handler read it and waits
         await stream.reset()
         reset_seen.set()
-        await wait_for(lambda: b.stats.handler_stream_errors["/quirk-26/gone"] == 1)
-        assert dict(b.stats.handler_bugs) == {"/quirk-26/bug": 1}
+        await wait_for(lambda: b.stats.handler_failures["/quirk-26/gone", "stream gone"] == 1)
+        assert dict(b.stats.handler_failures) == {
+            ("/quirk-26/bug", "bug"): 1,
+            ("/quirk-26/gone", "stream gone"): 1,
+        }
         assert "a bug in a handler" in caplog.text
         stream = await a.new_stream(b.peer_id, "/quirk-26/echo")  # the host and connection go on
         await write_frame(stream, b"still here")

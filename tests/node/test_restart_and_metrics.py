@@ -69,6 +69,7 @@ async def test_metrics_status_and_recipe_submission_over_http(tmp_path, node_eng
             "icn_peers 2.0",
             'icn_messages_accepted_total{topic="votes"}',
             "icn_media_bytes_served_total",
+            "icn_stream_handler_failures_total",
             "icn_early_votes_dropped_total",
             "icn_vram_allocated_gb",
             "icn_last_certified_slot",
