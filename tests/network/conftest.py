@@ -116,5 +116,27 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interva
             await trio.sleep(interval)
 
 
-async def meshes_formed(sw: Swarm, topic_name: str, minimum: int = 1) -> None:
-    await wait_for(lambda: all(len(h.router.mesh.get(topic_name, ())) >= minimum for h in sw.hosts), 15)
+async def meshes_formed(sw: Swarm, topic_name: str, minimum: int = 1, *, both_ways: bool = True) -> None:
+    """Every host has `minimum` mesh peers, and (`both_ways`) each of its mesh peers has it back.
+
+    A mesh link is one GRAFT, processed by the grafted side some time after the grafting side
+    added it: until then a message the grafted side receives is not forwarded over that link,
+    and no later IHAVE repairs it (gossip goes to non-mesh peers only), so a test that publishes
+    before both ends agree can lose messages on a loaded machine. Counting mesh sizes alone let
+    test_3's burst start while host 1 had host 0 in its mesh and host 2 only in host 2's.
+    A test of a graph dense enough to prune and regraft by design passes `both_ways=False`.
+    """
+    by_id = {h.peer_id: h for h in sw.hosts}
+
+    def formed() -> bool:
+        for host in sw.hosts:
+            mesh = host.router.mesh.get(topic_name, set())
+            if len(mesh) < minimum:
+                return False
+            for peer in mesh if both_ways else ():
+                other = by_id.get(peer)
+                if other is not None and host.peer_id not in other.router.mesh.get(topic_name, ()):
+                    return False
+        return True
+
+    await wait_for(formed, 15)

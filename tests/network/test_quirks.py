@@ -139,7 +139,9 @@ async def test_12_a_dense_graph_keeps_its_meshes_without_graft_refusals(caplog) 
     caplog.set_level(logging.WARNING, logger="libp2p.pubsub.gossipsub")
     async with swarm(8, net_settings=dense) as sw:
         name = Topic.VOTES.name_for(CHAIN)
-        await meshes_formed(sw, name, minimum=2)
+        # Oversubscribed meshes are pruned and regrafted here by design: wait for meshes, not a settled
+        # snapshot (a loaded machine may first see one after the prune back-off of 5 s).
+        await meshes_formed(sw, name, minimum=2, both_ways=False)
         await trio.sleep(3.0)  # twelve heartbeats of pruning and grafting
         refusals = [r for r in caplog.records if "GRAFT: ignoring request" in r.getMessage()]
         assert refusals == []
