@@ -207,7 +207,10 @@ class MediaServer:
         """Answer the session's want once this node's download has verified a chunk in it."""
         partial, pushed = progress.partial, -math.inf
         while not progress.ended:
-            await progress.changed()
+            # `changed` wakes only for a change made while waiting: one made before this task first
+            # ran, or while it slept or sent, is caught by looking before waiting
+            if not want.met_by(partial.have):
+                await progress.changed()
             if want.met_by(partial.have):
                 # at most one push per have_interval_sec: chunks that verify meanwhile go in it
                 await trio.sleep_until(pushed + self.settings.have_interval_sec)

@@ -434,6 +434,58 @@ async def test_a_holder_announces_only_while_few_other_holders_are_known(tmp_pat
     assert not service.worth_announcing(cid) and service.worth_announcing(other)
 
 
+async def test_a_chunk_verified_before_the_have_pusher_first_waits_is_still_pushed(tmp_path) -> None:
+    """The pusher waits for the download's next change; a chunk the session wants that verified
+    before the pusher first ran (or while it was sending) was a change nobody waited for, and the
+    want went unanswered until another chunk verified."""
+    from network.media.swarm import Progress
+    from network.media.transfer import MediaServer
+
+    data = payload(3 * CHUNK_BYTES, seed=12)
+    chunk_list = ChunkList.of_bytes(data)
+    cid = chunk_list.content_id
+    store = MediaStore(tmp_path / "store")
+    partial = store.open_partial(chunk_list)
+    progress = Progress(partial)
+    server = MediaServer(store, MediaSettings(), {cid: progress})
+    pushed = trio.Event()
+
+    class Fetcher:
+        """Watches and wants chunk 1; chunk 1 verifies the moment the want has been read, while the
+        server has not yielded since it started the pusher (this stream's reads never checkpoint)."""
+
+        def __init__(self) -> None:
+            frames = [canonical(["watch", cid]), canonical(["want", encode_have_map([False, True, False])])]
+            self.incoming = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+            self.sent: list[bytes] = []
+
+        async def read(self, n: int) -> bytes:
+            if not self.incoming:
+                if not partial.have[1]:
+                    partial.write_chunk(1, data[CHUNK_BYTES : 2 * CHUNK_BYTES])
+                    progress.verified()
+                await trio.sleep_forever()
+            part, self.incoming = self.incoming[:n], self.incoming[n:]
+            return part
+
+        async def write(self, data: bytes) -> None:
+            self.sent.append(data)
+            if cbor2.loads(data[4:])[0] == "have":
+                pushed.set()
+
+        async def reset(self) -> None:
+            pass
+
+    stream = Fetcher()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle, stream)
+        with trio.fail_after(5):
+            await pushed.wait()
+        nursery.cancel_scope.cancel()
+    assert server.stats.have_pushes == 1
+    assert cbor2.loads(stream.sent[-1][4:]) == ["have", encode_have_map([False, True, False])]
+
+
 async def test_a_have_push_to_a_fetcher_that_reads_nothing_is_counted_as_a_slow_peer(tmp_path) -> None:
     """The have pusher's failure ends the session as the answerer's does: a push the fetcher never
     reads times out (a slow or hostile peer: `bad_request`), not a library stream error."""
@@ -456,9 +508,11 @@ async def test_a_have_push_to_a_fetcher_that_reads_nothing_is_counted_as_a_slow_
             self.incoming = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
             self.sent: list[bytes] = []
             self.reset_called = False
+            self.all_read = trio.Event()  # the server read the want and waits for the next request
 
         async def read(self, n: int) -> bytes:
             if not self.incoming:
+                self.all_read.set()
                 await trio.sleep_forever()
             part, self.incoming = self.incoming[:n], self.incoming[n:]
             return part
@@ -474,7 +528,7 @@ async def test_a_have_push_to_a_fetcher_that_reads_nothing_is_counted_as_a_slow_
     stream = Stalled()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(server.handle, stream)
-        await trio.sleep(0.05)  # the session is open and its want read
+        await stream.all_read.wait()  # the session is open and its want registered
         partial.write_chunk(1, data[CHUNK_BYTES : 2 * CHUNK_BYTES])
         progress.verified()  # the push is due, and stalls
     assert server.stats.requests["bad_request"] == 1 and not server.stats.requests["stream_error"]
