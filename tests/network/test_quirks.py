@@ -550,7 +550,6 @@ async def test_25_the_data_paths_locks_take_a_free_lock_at_once_and_queue_when_h
         order.append("gave up" if scope.cancelled_caught else "took it")
         gave_up.set()
 
-    order.clear()
     async with trio.open_nursery() as nursery:
         for name in ("first", "second", "third"):
             nursery.start_soon(waiter, name)
